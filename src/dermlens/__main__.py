@@ -1,0 +1,3 @@
+from dermlens.cli import app
+
+app(prog_name="dermlens")

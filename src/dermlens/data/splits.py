@@ -1,0 +1,69 @@
+"""Grouped, stratified splits: no lesion or patient ever sits on two sides."""
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+from sklearn.model_selection import StratifiedGroupKFold
+
+from dermlens.data.records import Record
+
+
+class GroupLeakError(ValueError):
+    """One group (lesion or patient) found in two parts of a split."""
+
+
+def check_no_group_leak(parts: dict[str, Sequence[Record]]) -> None:
+    """Raise when a group appears in more than one part; silent leaks inflate every figure."""
+    owner: dict[str, str] = {}
+    for part, records in parts.items():
+        for record in records:
+            previous = owner.setdefault(record.group, part)
+            if previous != part:
+                raise GroupLeakError(
+                    f"group {record.group!r} is in both {previous!r} and {part!r} (e.g. {record.path})"
+                )
+
+
+def grouped_kfold(records: Sequence[Record], n_folds: int, seed: int = 0) -> Iterator[tuple[list[int], list[int]]]:
+    """Stratified (by node) k-fold over groups; yields (train indices, test indices)."""
+    n_groups = len({r.group for r in records})
+    if n_folds < 2 or n_folds > n_groups:
+        raise ValueError(f"n_folds must be between 2 and the number of groups ({n_groups}); got {n_folds}")
+    labels = [r.node for r in records]
+    groups = [r.group for r in records]
+    splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    for train_idx, test_idx in splitter.split(np.zeros(len(records)), labels, groups):
+        yield train_idx.tolist(), test_idx.tolist()
+
+
+def grouped_split(
+    records: Sequence[Record], val_fraction: float = 0.15, test_fraction: float = 0.15, seed: int = 0
+) -> dict[str, list[Record]]:
+    """train/val/test parts, stratified by node and grouped.
+
+    When every record carries the dataset's own fixed split (HAM10000 does), that split is used as it is, so that
+    figures stay comparable with everyone else's; it is still checked for leaks.
+    """
+    fixed = {r.split for r in records}
+    if None not in fixed and fixed <= {"train", "val", "test"}:
+        parts = {name: [r for r in records if r.split == name] for name in ("train", "val", "test")}
+        check_no_group_leak(parts)
+        return parts
+    if not 0 < val_fraction < 1 or not 0 <= test_fraction < 1 or val_fraction + test_fraction >= 1:
+        raise ValueError(f"bad fractions val={val_fraction}, test={test_fraction}")
+
+    def carve(pool: list[Record], fraction: float, salt: int) -> tuple[list[Record], list[Record]]:
+        # StratifiedGroupKFold with k = round(1/fraction) and one fold taken: grouped and stratified at once.
+        k = max(2, min(round(1 / fraction), len({r.group for r in pool})))
+        train_idx, held_idx = next(grouped_kfold(pool, k, seed=seed + salt))
+        return [pool[i] for i in train_idx], [pool[i] for i in held_idx]
+
+    pool = list(records)
+    test: list[Record] = []
+    if test_fraction > 0:
+        pool, test = carve(pool, test_fraction, 0)
+    train, val = carve(pool, val_fraction / (1 - test_fraction), 1)
+    parts = {"train": train, "val": val, "test": test}
+    check_no_group_leak(parts)
+    return parts

@@ -1,0 +1,127 @@
+"""Image transforms: the paper's augmentation, colour constancy, and the eval-time preprocessing.
+
+Each domain step is a small class (MONAI-style) so that a pipeline reads as a list of what happens to a photo.
+Train and eval share :class:`Preprocessing`, which a model's config stores, so a saved model always sees its
+inputs prepared the way it was trained.
+"""
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import asdict, dataclass
+
+import torch
+from PIL import Image
+from torchvision.transforms import v2 as T
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How pixels become a network input; saved in every model's config."""
+
+    size: int = 224
+    mean: tuple[float, float, float] = (127 / 255, 127 / 255, 127 / 255)  # EfficientNet-Lite: (x - 127) / 128
+    std: tuple[float, float, float] = (128 / 255, 128 / 255, 128 / 255)
+    color_constancy: str | None = "shades_of_gray"  # None or "shades_of_gray"
+    resize: str = "shorter_side_center_crop"  # eval geometry: "shorter_side_center_crop" or "squash"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Preprocessing":
+        d = dict(d)
+        d["mean"], d["std"] = tuple(d["mean"]), tuple(d["std"])
+        return cls(**d)
+
+
+class ShadesOfGray(torch.nn.Module):
+    """Shades-of-Gray colour constancy (Finlayson & Trezzi 2004) on a float image in [0, 1].
+
+    Dermoscopes and phone cameras differ in illuminant and white balance; estimating the illuminant with the
+    Minkowski p-norm of each channel and dividing it out removes much of that difference, and is a standard step
+    in ISIC-challenge pipelines (Barata et al. 2015). p = 6 is the value they found best.
+    """
+
+    def __init__(self, power: float = 6.0):
+        super().__init__()
+        self.power = power
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        flat = image.flatten(-2).clamp_min(0)
+        illuminant = flat.pow(self.power).mean(-1).pow(1 / self.power)  # (..., C)
+        illuminant = illuminant / illuminant.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+        gain = 1 / (illuminant * math.sqrt(3)).clamp_min(1e-6)
+        return (image * gain[..., None, None]).clamp(0, 1)
+
+
+def largest_inscribed_rectangle(width: float, height: float, angle_degrees: float) -> tuple[float, float]:
+    """Width and height of the largest upright rectangle inside a ``width`` x ``height`` one rotated by the angle."""
+    if width <= 0 or height <= 0:
+        return 0.0, 0.0
+    angle = math.radians(angle_degrees)
+    width_is_longer = width >= height
+    long_side, short_side = (width, height) if width_is_longer else (height, width)
+    sin_a, cos_a = abs(math.sin(angle)), abs(math.cos(angle))
+    if short_side <= 2 * sin_a * cos_a * long_side or abs(sin_a - cos_a) < 1e-10:
+        # Half-constrained: two corners of the rectangle touch the longer sides.
+        x = 0.5 * short_side
+        return (x / sin_a, x / cos_a) if width_is_longer else (x / cos_a, x / sin_a)
+    cos_2a = cos_a * cos_a - sin_a * sin_a
+    return (width * cos_a - height * sin_a) / cos_2a, (height * cos_a - width * sin_a) / cos_2a
+
+
+class RandomRotateInscribedCrop(torch.nn.Module):
+    """Rotate by a random angle in [0, 360) and keep the largest upright rectangle inside, as Esteva et al. did.
+
+    Lesions have no natural orientation, so every angle is a valid training image; cropping to the inscribed
+    rectangle avoids the black corners that a plain rotation would teach the network to look for.
+    """
+
+    def forward(self, image: Image.Image) -> Image.Image:
+        angle = random.uniform(0, 360)
+        width, height = image.size
+        rotated = image.rotate(angle, resample=Image.BILINEAR, expand=True)
+        crop_w, crop_h = largest_inscribed_rectangle(width, height, angle)
+        crop_w, crop_h = max(1, int(crop_w)), max(1, int(crop_h))
+        left = (rotated.width - crop_w) // 2
+        top = (rotated.height - crop_h) // 2
+        return rotated.crop((left, top, left + crop_w, top + crop_h))
+
+
+def _to_float_tensor() -> list:
+    return [T.ToImage(), T.ToDtype(torch.float32, scale=True)]
+
+
+def _finish(pre: Preprocessing) -> list:
+    steps = [ShadesOfGray()] if pre.color_constancy == "shades_of_gray" else []
+    return steps + [T.Normalize(mean=list(pre.mean), std=list(pre.std))]
+
+
+def eval_geometry(pre: Preprocessing) -> list:
+    if pre.resize == "squash":
+        return [T.Resize((pre.size, pre.size), antialias=True)]
+    return [T.Resize(pre.size, antialias=True), T.CenterCrop(pre.size)]
+
+
+def build_eval_transform(pre: Preprocessing) -> T.Compose:
+    """PIL RGB image -> normalised float tensor (3, size, size)."""
+    return T.Compose(eval_geometry(pre) + _to_float_tensor() + _finish(pre))
+
+
+def build_train_transform(pre: Preprocessing, strength: str = "paper") -> T.Compose:
+    """The paper's augmentation (rotation, inscribed crop, flips) plus scale, aspect and colour jitter.
+
+    ``strength="paper"`` adds a random-resized crop (scale and aspect robustness for cameras and resolutions the
+    model never saw) and mild colour jitter; ``"light"`` keeps only rotation and flips.
+    """
+    steps: list = [RandomRotateInscribedCrop()]
+    if strength == "light":
+        steps += [T.Resize((pre.size, pre.size), antialias=True)]
+    else:
+        steps += [
+            T.RandomResizedCrop(pre.size, scale=(0.35, 1.0), ratio=(3 / 4, 4 / 3), antialias=True),
+            T.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02),
+        ]
+    steps += [T.RandomHorizontalFlip(), T.RandomVerticalFlip()]
+    return T.Compose(steps + _to_float_tensor() + _finish(pre))

@@ -1,0 +1,119 @@
+"""Classification figures for a labelled set, at every level the taxonomy offers.
+
+Probabilities arrive per taxonomy node (the tree sum of the model's training classes), so one model is scored on
+the dataset's own classes (e.g. HAM10000's seven), on the three root classes and on the nine first-level ones.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from sklearn.metrics import balanced_accuracy_score, confusion_matrix, roc_auc_score
+
+from dermlens.evaluate.operating_point import sensitivity_specificity
+from dermlens.taxonomy import Taxonomy
+
+
+def bootstrap_ci(metric, arrays: Sequence[np.ndarray], n: int = 1000, seed: int = 0, groups=None, alpha=0.05):
+    """Percentile bootstrap CI of ``metric(*arrays)``; resampling whole groups when ``groups`` is given."""
+    rng = np.random.default_rng(seed)
+    arrays = [np.asarray(a) for a in arrays]
+    if groups is None:
+        units = np.arange(len(arrays[0]))
+        members = None
+    else:
+        units, inverse = np.unique(np.asarray(groups), return_inverse=True)
+        members = [np.flatnonzero(inverse == u) for u in range(len(units))]
+    values = []
+    for _ in range(n):
+        pick = rng.integers(0, len(units), len(units))
+        index = pick if members is None else np.concatenate([members[p] for p in pick])
+        try:
+            values.append(metric(*[a[index] for a in arrays]))
+        except ValueError:  # a resample with one class only: skip it, as is usual
+            continue
+    if not values:
+        return float("nan"), float("nan")
+    low, high = np.quantile(values, [alpha / 2, 1 - alpha / 2])
+    return float(low), float(high)
+
+
+def _argmax_among(node_probs: np.ndarray, node_ids: list[str], candidates: list[str]) -> np.ndarray:
+    columns = [node_ids.index(c) for c in candidates]
+    return np.asarray(candidates)[node_probs[:, columns].argmax(1)]
+
+
+def binary_task(
+    node_probs: np.ndarray, node_ids: list[str], truth_nodes: Sequence[str], taxonomy: Taxonomy,
+    positive: str, negative: str, threshold: float | None = None, groups=None, n_boot: int = 1000,
+    threshold_node: str = "malignant",
+) -> dict | None:
+    """Positive-vs-negative among images under either node; None when a side is empty.
+
+    The ROC uses P(positive node); sensitivity and specificity use the triage rule, P(threshold_node) >= threshold,
+    because that is the call a user of the model actually gets.
+    """
+    under = lambda node, top: node == top or top in taxonomy.ancestors(node)  # noqa: E731
+    pos = np.array([under(n, positive) for n in truth_nodes])
+    neg = np.array([under(n, negative) for n in truth_nodes])
+    keep = pos | neg
+    if pos.sum() == 0 or neg.sum() == 0:
+        return None
+    y, score = pos[keep], node_probs[keep, node_ids.index(positive)]
+    g = None if groups is None else np.asarray(groups)[keep]
+    result = {
+        "task": f"{positive} vs {negative}", "n_positive": int(y.sum()), "n_negative": int((~y).sum()),
+        "auc": float(roc_auc_score(y, score)),
+        "auc_ci95": bootstrap_ci(roc_auc_score, [y, score], n=n_boot, groups=g),
+    }
+    if threshold is not None:
+        triage = node_probs[keep, node_ids.index(threshold_node)]
+        sens, spec = sensitivity_specificity(y, triage, threshold)
+        result.update(threshold=threshold, threshold_node=threshold_node, sensitivity=sens, specificity=spec)
+        for i, name in enumerate(("sensitivity_ci95", "specificity_ci95")):
+            result[name] = bootstrap_ci(
+                lambda a, b, i=i: sensitivity_specificity(a, b, threshold)[i], [y, triage], n=n_boot, groups=g
+            )
+    return result
+
+
+def multiclass(node_probs: np.ndarray, node_ids: list[str], truth: Sequence[str], classes: list[str], n_boot: int = 1000, groups=None) -> dict:
+    predicted = _argmax_among(node_probs, node_ids, classes)
+    truth = np.asarray(truth)
+    return {
+        "classes": classes,
+        "n": int(len(truth)),
+        "accuracy": float((predicted == truth).mean()),
+        "balanced_accuracy": float(balanced_accuracy_score(truth, predicted)),
+        "balanced_accuracy_ci95": bootstrap_ci(balanced_accuracy_score, [truth, predicted], n=n_boot, groups=groups),
+        "confusion": confusion_matrix(truth, predicted, labels=classes).tolist(),
+    }
+
+
+def evaluate_node_probabilities(
+    node_probs: np.ndarray, node_ids: list[str], truth_nodes: Sequence[str], taxonomy: Taxonomy,
+    threshold: float | None = None, groups=None, n_boot: int = 1000,
+) -> dict:
+    """Every figure the data allows: dataset classes, 3-way, 9-way, malignant-vs-benign and the paper's tasks."""
+    truth_nodes = list(truth_nodes)
+    report: dict = {"n_images": len(truth_nodes)}
+    dataset_classes = sorted(set(truth_nodes))
+    if len(dataset_classes) > 1:
+        report["dataset_classes"] = multiclass(node_probs, node_ids, truth_nodes, dataset_classes, n_boot, groups)
+    for level, name in ((1, "three_way"), (2, "nine_way")):
+        truth = [taxonomy.ancestor_at_level(n, level) for n in truth_nodes]
+        classes = sorted({t for t in truth if t})
+        if len(classes) > 1 and all(truth):
+            # Score over all the level's classes the model knows, not only those present in the data.
+            report[name] = multiclass(node_probs, node_ids, truth, taxonomy.level_nodes(level), n_boot, groups)
+            report[name]["classes_present"] = classes
+    tasks = {
+        "malignant_vs_benign": ("malignant", "benign", threshold),
+        "melanoma_vs_nevus": ("melanoma", "melanocytic_nevus", threshold),
+        "carcinoma_vs_keratosis": ("malignant_epidermal", "benign_keratosis", None),
+    }
+    for key, (positive, negative, thr) in tasks.items():
+        result = binary_task(node_probs, node_ids, truth_nodes, taxonomy, positive, negative, thr, groups, n_boot)
+        if result:
+            report[key] = result
+    return report

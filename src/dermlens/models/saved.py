@@ -1,0 +1,111 @@
+"""A trained classifier on disk: ``model.safetensors`` (weights) + ``config.json`` (everything else).
+
+No pickle anywhere: a model file from a stranger can at worst hold wrong numbers, never run code.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from dermlens.data.transforms import Preprocessing
+from dermlens.models.backbones import create_backbone
+from dermlens.taxonomy import Taxonomy, TrainingClass, default_taxonomy
+
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+
+
+class TaxonomyMismatchError(ValueError):
+    """The model was trained against a different taxonomy tree than the one it is loaded with."""
+
+
+@dataclass
+class OperatingPoint:
+    """Refer when P(node) >= threshold. Chosen on validation data for a target sensitivity, never on test data."""
+
+    node: str = "malignant"
+    threshold: float = 0.5
+    target_sensitivity: float | None = None
+    sensitivity: float | None = None  # measured on the data it was chosen on
+    specificity: float | None = None
+    chosen_on: str = "default (not tuned)"
+
+
+@dataclass
+class ModelConfig:
+    arch: str
+    preprocessing: Preprocessing
+    classes: list[TrainingClass]
+    taxonomy_version: str
+    taxonomy_fingerprint: str
+    operating_point: OperatingPoint = field(default_factory=OperatingPoint)
+    training: dict = field(default_factory=dict)  # data, command, epochs, metrics: provenance for the model card
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def class_nodes(self) -> list[str]:
+        return [c.node for c in self.classes]
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["preprocessing"] = self.preprocessing.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        d = dict(d)
+        if d.get("format_version", 1) > FORMAT_VERSION:
+            raise ValueError(f"model format {d['format_version']} is newer than this dermlens understands")
+        d["preprocessing"] = Preprocessing.from_dict(d["preprocessing"])
+        d["classes"] = [TrainingClass(**c) for c in d["classes"]]
+        d["operating_point"] = OperatingPoint(**d.get("operating_point", {}))
+        return cls(**d)
+
+
+def save_model(directory: str | Path, model: torch.nn.Module, config: ModelConfig) -> Path:
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    save_file(state, str(directory / WEIGHTS_FILE), metadata={"format": "dermlens", "arch": config.arch})
+    (directory / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    return directory
+
+
+def read_config(directory: str | Path) -> ModelConfig:
+    path = Path(directory) / CONFIG_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no model config (a model folder holds {CONFIG_FILE} and {WEIGHTS_FILE})")
+    try:
+        return ModelConfig.from_dict(json.loads(path.read_text()))
+    except (KeyError, TypeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: not a valid dermlens model config ({e})") from e
+
+
+def check_taxonomy(config: ModelConfig, taxonomy: Taxonomy, source: str = "model") -> None:
+    unknown = [node for node in config.class_nodes if node not in taxonomy]
+    if unknown or config.taxonomy_fingerprint != taxonomy.fingerprint():
+        raise TaxonomyMismatchError(
+            f"{source}: trained on taxonomy {config.taxonomy_version} ({config.taxonomy_fingerprint}), "
+            f"but the loaded taxonomy is {taxonomy.version} ({taxonomy.fingerprint()})"
+            + (f"; unknown training-class nodes: {unknown}" if unknown else "")
+            + ". Retrain the model, or load it with the taxonomy file it was trained with."
+        )
+
+
+def load_model(directory: str | Path, taxonomy: Taxonomy | None = None) -> tuple[torch.nn.Module, ModelConfig]:
+    """Rebuild the network from its config and fill it with the saved weights (eval mode)."""
+    directory = Path(directory)
+    config = read_config(directory)
+    check_taxonomy(config, taxonomy or default_taxonomy(), str(directory))
+    model, _ = create_backbone(config.arch, num_classes=len(config.classes), pretrained=False)
+    weights = directory / WEIGHTS_FILE
+    if not weights.is_file():
+        raise FileNotFoundError(f"{weights}: weights file missing")
+    model.load_state_dict(load_file(str(weights)))
+    model.eval()
+    return model, config
