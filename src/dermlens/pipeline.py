@@ -40,6 +40,7 @@ def evaluate_model(model_dir: Path, records: list[Record], num_workers: int = 2,
     metrics = evaluate_node_probabilities(
         node_probs, predictor.node_ids, truth, predictor.taxonomy,
         threshold=predictor.operating_point.threshold, groups=[r.group for r in records], n_boot=n_boot,
+        class_nodes=predictor.config.class_nodes,
     )
     return EvaluationResult(metrics, node_probs, truth)
 

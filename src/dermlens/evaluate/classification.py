@@ -5,6 +5,7 @@ the dataset's own classes (e.g. HAM10000's seven), on the three root classes and
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -24,6 +25,16 @@ def bootstrap_ci(metric, arrays: Sequence[np.ndarray], n: int = 1000, seed: int 
     else:
         units, inverse = np.unique(np.asarray(groups), return_inverse=True)
         members = [np.flatnonzero(inverse == u) for u in range(len(units))]
+    with warnings.catch_warnings():  # resamples that miss a class make sklearn chatty; they are expected here
+        warnings.simplefilter("ignore")
+        values = _resample(metric, arrays, rng, units, members, n)
+    if not values:
+        return float("nan"), float("nan")
+    low, high = np.quantile(values, [alpha / 2, 1 - alpha / 2])
+    return float(low), float(high)
+
+
+def _resample(metric, arrays, rng, units, members, n) -> list[float]:
     values = []
     for _ in range(n):
         pick = rng.integers(0, len(units), len(units))
@@ -32,10 +43,7 @@ def bootstrap_ci(metric, arrays: Sequence[np.ndarray], n: int = 1000, seed: int 
             values.append(metric(*[a[index] for a in arrays]))
         except ValueError:  # a resample with one class only: skip it, as is usual
             continue
-    if not values:
-        return float("nan"), float("nan")
-    low, high = np.quantile(values, [alpha / 2, 1 - alpha / 2])
-    return float(low), float(high)
+    return values
 
 
 def _argmax_among(node_probs: np.ndarray, node_ids: list[str], candidates: list[str]) -> np.ndarray:
@@ -90,16 +98,44 @@ def multiclass(node_probs: np.ndarray, node_ids: list[str], truth: Sequence[str]
     }
 
 
+def resolvable_node(taxonomy: Taxonomy, node: str, class_nodes: Sequence[str]) -> str | None:
+    """The finest node at or above ``node`` that the model can answer for (some training class lies at or below it).
+
+    PH2's 'common nevus' is scored as melanocytic_nevus by a model whose classes stop there; a label with no class
+    anywhere below its first-level ancestor (eczema, for a model trained on dermoscopy alone) gives None.
+    """
+    covered = set(class_nodes)
+    for c in class_nodes:
+        covered.update(taxonomy.ancestors(c))
+    for candidate in [node] + taxonomy.ancestors(node):
+        if taxonomy.depth(candidate) < 2:
+            return None
+        if candidate in covered:
+            return candidate
+    return None
+
+
 def evaluate_node_probabilities(
     node_probs: np.ndarray, node_ids: list[str], truth_nodes: Sequence[str], taxonomy: Taxonomy,
-    threshold: float | None = None, groups=None, n_boot: int = 1000,
+    threshold: float | None = None, groups=None, n_boot: int = 1000, class_nodes: Sequence[str] | None = None,
 ) -> dict:
-    """Every figure the data allows: dataset classes, 3-way, 9-way, malignant-vs-benign and the paper's tasks."""
+    """Every figure the data allows: dataset classes, 3-way, 9-way, malignant-vs-benign and the paper's tasks.
+
+    ``class_nodes`` (the model's training classes) lets dataset labels finer than the model's classes be scored at
+    the finest level the model resolves; labels the model cannot resolve below the first level are left out of
+    the dataset-class figures and counted in ``n_unresolvable``.
+    """
     truth_nodes = list(truth_nodes)
     report: dict = {"n_images": len(truth_nodes)}
-    dataset_classes = sorted(set(truth_nodes))
+    resolved = [resolvable_node(taxonomy, n, class_nodes) if class_nodes else n for n in truth_nodes]
+    keep = np.array([r is not None for r in resolved])
+    report["n_unresolvable"] = int((~keep).sum())
+    dataset_classes = sorted({r for r in resolved if r is not None})
     if len(dataset_classes) > 1:
-        report["dataset_classes"] = multiclass(node_probs, node_ids, truth_nodes, dataset_classes, n_boot, groups)
+        report["dataset_classes"] = multiclass(
+            node_probs[keep], node_ids, [r for r in resolved if r is not None], dataset_classes, n_boot,
+            None if groups is None else np.asarray(groups)[keep],
+        )
     for level, name in ((1, "three_way"), (2, "nine_way")):
         truth = [taxonomy.ancestor_at_level(n, level) for n in truth_nodes]
         classes = sorted({t for t in truth if t})
