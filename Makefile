@@ -2,10 +2,10 @@
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-# jemalloc keeps large-batch CPU inference and training from drowning in page faults (see README "Performance").
-JEMALLOC := $(wildcard /usr/lib/x86_64-linux-gnu/libjemalloc.so.2 /usr/lib/aarch64-linux-gnu/libjemalloc.so.2)
-RUN := $(if $(JEMALLOC),LD_PRELOAD=$(firstword $(JEMALLOC)) ,)
-
+# Tests run under jemalloc with purging off when it is installed, as the `dermlens` command does (src/dermlens/runtime.py).
+comma := ,
+JEMALLOC := $(firstword $(wildcard /usr/lib/x86_64-linux-gnu/libjemalloc.so.2 /usr/lib/aarch64-linux-gnu/libjemalloc.so.2))
+FAST_MALLOC := $(if $(JEMALLOC),LD_PRELOAD=$(JEMALLOC) MALLOC_CONF=dirty_decay_ms:-1$(comma)muzzy_decay_ms:-1$(comma)oversize_threshold:0 ,)
 .PHONY: demo test setup clean
 
 $(BIN)/dermlens: pyproject.toml
@@ -19,10 +19,10 @@ $(BIN)/dermlens: pyproject.toml
 setup: $(BIN)/dermlens
 
 demo: setup
-	$(RUN)$(BIN)/dermlens demo --out runs/demo
+	$(BIN)/dermlens study --out runs/demo
 
 test: setup
-	$(RUN)$(BIN)/python -m pytest -q
+	$(FAST_MALLOC)$(BIN)/python -m pytest -q
 
 clean:
 	rm -rf $(VENV) runs

@@ -57,6 +57,7 @@ def train_command(
     seed: int = typer.Option(0),
     resume: bool = typer.Option(False, help="Continue from the run folder's last checkpoint."),
     include: Optional[list[Path]] = typer.Option(None, help="Extra datasets added to the training part only."),
+    init_from: Optional[Path] = typer.Option(None, help="Start from this trained model (same classes), e.g. a higher-resolution second stage."),
 ):
     """Fine-tune an ImageNet backbone on a dataset over the taxonomy's training classes."""
     from dermlens.data.datasets import load_records
@@ -70,7 +71,7 @@ def train_command(
         arch=arch, weights=weights, epochs=epochs, batch_size=batch_size, lr=lr, image_size=image_size,
         max_class_size=max_class_size, balance=balance, augment=augment, label_smoothing=label_smoothing,
         color_constancy=color_constancy, patience=patience, target_sensitivity=target_sensitivity,
-        num_workers=workers, seed=seed,
+        num_workers=workers, seed=seed, init_from=str(init_from) if init_from else None,
     )
     result = train(train_records, parts["val"], out, cfg, resume=resume, provenance={"data": str(data), "include": [str(p) for p in include or []]})
     typer.echo(f"best epoch {result.best_epoch}: validation balanced accuracy {result.best_score:.3f}")
@@ -104,61 +105,180 @@ def evaluate(
 
 @app.command()
 def predict(
-    paths: list[Path] = typer.Argument(..., help="Image files or folders."),
+    paths: list[Path] = typer.Argument(..., help="Image files, folders, or CSV lists of images (column image/path, or the first)."),
     model: Optional[Path] = typer.Option(None, help="Model folder; default the bundled model."),
     format: str = typer.Option("csv", "--format", help="csv or json."),
     out: Optional[Path] = typer.Option(None, help="Write predictions.<format> into this folder instead of stdout."),
-    tta: int = typer.Option(1, help="Test-time augmentation views (1-8)."),
+    tta: int = typer.Option(1, help="Test-time augmentation views (1-8): flips and right-angle rotations, averaged."),
     batch_size: int = typer.Option(32),
+    engine: str = typer.Option("torch", help="torch or onnx (ONNX Runtime; the export is made and cached on first use)."),
+    precision: str = typer.Option("fp32", help="fp32, bf16 (torch) or int8 (onnx; needs `dermlens export --int8` first)."),
+    workers: int = typer.Option(2, help="Decoding worker processes (0: decode in this process)."),
+    resume: bool = typer.Option(False, help="Skip images already in --out's predictions file and append the rest."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar on stderr."),
 ):
     """Per image: probability of every taxonomy node, top-5 diseases and a refer/reassure triage call."""
-    from dermlens.data.io import find_images
+    from dermlens.deploy.batch import OutputMismatchError, collect_inputs, predict_files
+    from dermlens.deploy.onnx_export import MissingExportError
     from dermlens.predict import NoModelError, Predictor
 
     if format not in ("csv", "json"):
         raise typer.BadParameter("--format must be csv or json")
+    if resume and out is None:
+        raise typer.BadParameter("--resume needs --out")
     try:
-        predictor = Predictor(model, tta=tta)
+        predictor = Predictor(model, tta=tta, engine=engine, precision=precision)
+    except (NoModelError, MissingExportError, FileNotFoundError) as e:  # FileNotFoundError: --model is no model folder
+        typer.echo(str(e), err=True)
+        raise typer.Exit(2)
+    except ValueError as e:
+        raise typer.BadParameter(str(e))
+    try:
+        files = collect_inputs(paths)
+    except (OSError, ValueError) as e:
+        raise typer.BadParameter(str(e))
+    target = out / f"predictions.{format}" if out else None
+    try:
+        summary = predict_files(
+            predictor, files, target, format=format, batch_size=batch_size, num_workers=workers, resume=resume,
+            progress=progress, on_error=lambda name, error: typer.echo(f"{name}: {error}", err=True),
+        )
+    except OutputMismatchError as e:
+        typer.echo(str(e), err=True)
+        raise typer.Exit(2)
+    if out:
+        skipped = f", {summary.skipped} already done" if summary.skipped else ""
+        typer.echo(f"{summary.total} images{skipped}, {summary.failed} failed; predictions in {target}", err=True)
+    if summary.failed:
+        raise typer.Exit(1)
+
+
+@app.command("export")
+def export_command(
+    format: str = typer.Option("onnx", "--format", help="Export format (onnx)."),
+    model: Optional[Path] = typer.Option(None, help="Model folder; default the bundled model."),
+    out: Optional[Path] = typer.Option(None, help="Folder for model.onnx (and model.int8.onnx); default the user cache the predictor reads."),
+    int8: bool = typer.Option(False, "--int8", help="Also write a statically quantized int8 model."),
+    calibration_data: Optional[Path] = typer.Option(None, help="Images to calibrate int8 on: a folder of images or a dataset (its train split)."),
+    calibration_size: int = typer.Option(200, help="How many calibration images to use at most."),
+):
+    """Export the classifier (preprocessed image in, training-class probabilities out) for ONNX Runtime."""
+    from dermlens.deploy.onnx_export import export_model
+    from dermlens.predict import NoModelError, bundled_model_dir
+
+    if format != "onnx":
+        raise typer.BadParameter("only --format onnx is supported")
+    if int8 and calibration_data is None:
+        raise typer.BadParameter("--int8 needs --calibration-data (a folder of images or a dataset)")
+    try:
+        model_dir = model or bundled_model_dir()
     except NoModelError as e:
         typer.echo(str(e), err=True)
         raise typer.Exit(2)
-    files = find_images(paths)
-    if out:
-        out.mkdir(parents=True, exist_ok=True)
-        stream = open(out / f"predictions.{format}", "w", newline="")
-    else:
-        stream = sys.stdout
-    failures = 0
-    writer = None
-    if format == "json":
-        stream.write("[")
-    first = True
-    for start in range(0, len(files), batch_size):
-        chunk = files[start:start + batch_size]
-        for prediction in predictor.predict([str(f) for f in chunk], names=[str(f) for f in chunk], batch_size=batch_size):
-            failures += bool(prediction.error)
-            if prediction.error:
-                typer.echo(f"{prediction.image}: {prediction.error}", err=True)
-            if format == "csv":
-                if writer is None:
-                    fields = ["image", "error", "triage", "top1"] + [f"p_{n}" for n in predictor.node_ids]
-                    writer = csv.DictWriter(stream, fieldnames=fields)
-                    writer.writeheader()
-                row = {"image": prediction.image, "error": prediction.error, "triage": prediction.triage,
-                       "top1": prediction.top5[0][0] if prediction.top5 else ""}
-                row.update({f"p_{n}": f"{p:.6f}" for n, p in prediction.probabilities.items()})
-                writer.writerow(row)
-            else:
-                stream.write(("\n" if first else ",\n") + json.dumps(prediction.to_dict()))
-                first = False
-        stream.flush()  # results so far survive a crash
-    if format == "json":
-        stream.write("\n]\n")
-    if out:
-        stream.close()
-        typer.echo(f"{len(files)} images, {failures} failed; predictions in {out / f'predictions.{format}'}", err=True)
-    if failures:
-        raise typer.Exit(1)
+    written = export_model(model_dir, out, int8=int8, calibration_data=calibration_data, calibration_size=calibration_size)
+    for precision, path in written.items():
+        typer.echo(f"{precision}: {path}")
+
+
+@app.command()
+def study(
+    data: Optional[list[Path]] = typer.Option(None, help="A labelled dataset (any supported layout; repeat to pool several); default: the embedded synthetic set."),
+    out: Path = typer.Option(Path("runs/study"), help="Output folder: report.html, metrics.json, predictions/, model/."),
+    folds: int = typer.Option(9, help="Grouped k-fold cross-validation folds (9 as in Esteva et al.)."),
+    mode: str = typer.Option("fast", help="fast: frozen backbone features once, a head per fold; full: fine-tune every fold (GPU)."),
+    max_class_size: Optional[float] = typer.Option(None, help="Partitioning threshold; default Esteva's 1000 per 129,450 images, scaled to the data."),
+    readers: Optional[Path] = typer.Option(None, help="CSV of readers' operating points (task, reader, sensitivity, specificity); default the shipped sample."),
+    no_readers: bool = typer.Option(False, "--no-readers", help="Draw no reader points."),
+    arch: str = typer.Option("efficientnet_lite0", help="Backbone: efficientnet_lite0, inception_v3 or timm:<name>."),
+    weights: Optional[str] = typer.Option(None, help="Local ImageNet weights file (for archs without packaged weights)."),
+    image_size: Optional[int] = typer.Option(None, help="Input size; default the backbone's (128 for the synthetic set)."),
+    spaces: str = typer.Option("three_way,nine_way,training_classes", help="Label spaces of the ablation (comma-separated)."),
+    head_epochs: int = typer.Option(40, help="Fast mode: epochs of each linear head."),
+    epochs: int = typer.Option(12, help="Full mode: fine-tuning epochs per fold and space."),
+    batch_size: int = typer.Option(64),
+    n_boot: int = typer.Option(1000, help="Bootstrap resamples for the 95% CIs (resampled by group)."),
+    saliency_per_class: int = typer.Option(2, help="Correct and incorrect saliency cases per class (0: none)."),
+    workers: int = typer.Option(2, help="Data-loading worker processes."),
+    seed: int = typer.Option(0),
+    quiet: bool = typer.Option(False, help="No progress bars."),
+):
+    """Esteva-style study: grouped k-fold, 3-/9-way/partition ablation, binary ROCs with readers, calibration, t-SNE, saliency; HTML report."""
+    from dermlens.evaluate.readers import SAMPLE_READERS
+    from dermlens.evaluate.study import StudyConfig, run_study
+
+    cfg = StudyConfig(
+        mode=mode, folds=folds, arch=arch, weights=weights, image_size=image_size or (None if data else 128),
+        max_class_size=max_class_size, spaces=tuple(s.strip() for s in spaces.split(",") if s.strip()), seed=seed,
+        batch_size=batch_size, num_workers=workers, head_epochs=head_epochs, n_boot=n_boot,
+        saliency_per_class=saliency_per_class, train={"epochs": epochs},
+    )
+    report = run_study(data, out, cfg, readers=None if no_readers else (readers or SAMPLE_READERS), progress=not quiet)
+    metrics = json.loads((out / "metrics.json").read_text())
+    typer.echo(f"Ablation (accuracy, mean ± s.d. over {folds} folds):")
+    for space, levels in metrics["ablation"].items():
+        cells = [f"{level} {v['accuracy']['mean']:.3f} ± {v['accuracy']['sd']:.3f}"
+                 for level, v in levels.items() if isinstance(v, dict) and v["accuracy"]["mean"] is not None]
+        typer.echo(f"  trained on {space:<17} " + ", ".join(cells))
+    for key, task in metrics["binary"]["tasks"].items():
+        low, high = task["auc_ci95"]
+        typer.echo(f"  {key}: AUC {task['auc']:.3f} (95% CI {low:.3f}-{high:.3f}), {task['n_positive']} vs {task['n_negative']}")
+    typer.echo(f"Report: {report}  (numbers: {out / 'metrics.json'}; {metrics['study']['timings']['total_seconds'] / 60:.1f} min)")
+
+
+@app.command()
+def report(
+    study: Path = typer.Option(Path("runs/study"), "--study", help="A study's output folder (with predictions/)."),
+    out: Optional[Path] = typer.Option(None, help="Where to write report.html and metrics.json; default the study folder."),
+    readers: Optional[Path] = typer.Option(None, help="Readers CSV; default the one the study used."),
+    n_boot: int = typer.Option(1000, help="Bootstrap resamples for the 95% CIs."),
+    quiet: bool = typer.Option(False, help="No progress bars."),
+):
+    """Rebuild a study's report.html and metrics.json from its saved predictions (no training)."""
+    from dermlens.report import build_report
+
+    saved = json.loads((study / "predictions" / "study.json").read_text()) if (study / "predictions" / "study.json").is_file() else {}
+    path = build_report(study, out, readers=readers or saved.get("readers"), n_boot=n_boot, progress=not quiet)
+    typer.echo(f"Report: {path}")
+
+
+@app.command()
+def explain(
+    image: Path = typer.Argument(..., help="One photo."),
+    model: Optional[Path] = typer.Option(None, help="Model folder; default the bundled model."),
+    out: Path = typer.Option(Path("runs/explain"), help="Folder for the overlays and the prediction JSON."),
+    target: Optional[str] = typer.Option(None, help="Taxonomy node to explain (e.g. malignant); default the top class."),
+):
+    """Saliency overlays for one image: the paper's input-gradient map and Grad-CAM."""
+    from dermlens.data.io import ImageDecodeError
+    from dermlens.explain.cases import explain_image
+    from dermlens.predict import NoModelError
+
+    try:
+        result = explain_image(image, model, out, target=target)
+    except (NoModelError, ImageDecodeError, ValueError) as e:
+        typer.echo(f"{image}: {e}", err=True)
+        raise typer.Exit(2)
+    top = result["prediction"]["top5"][0]
+    typer.echo(f"{image}: top class {top['node']} ({top['probability']:.3f}), triage {result['prediction']['triage']}")
+    for method, info in result["overlays"].items():
+        typer.echo(f"  {method}: {info['file']} (explains {info['target']}, p={info['probability']:.3f})")
+
+
+@app.command("model-card")
+def model_card(model: Optional[Path] = typer.Option(None, help="Model folder; default the bundled model.")):
+    """Print the model card: intended use, training data, operating point and measured figures."""
+    from dermlens.predict import NoModelError, bundled_model_dir
+
+    try:
+        folder = model or bundled_model_dir()
+    except NoModelError as e:
+        typer.echo(str(e), err=True)
+        raise typer.Exit(2)
+    card = folder / "MODEL_CARD.md"
+    if not card.is_file():
+        typer.echo(f"{card}: this model has no model card", err=True)
+        raise typer.Exit(2)
+    typer.echo(card.read_text())
 
 
 @taxonomy_app.command("show")
@@ -190,8 +310,39 @@ def taxonomy_partition(
         typer.echo(f"  {c.node:<45} {c.count:>6}  {tax[c.node].name}{suffix}")
 
 
-def main():  # pragma: no cover
-    app()
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Interface to listen on; 0.0.0.0 to reach it from phones on the network."),
+    port: int = typer.Option(8000),
+    model: Optional[Path] = typer.Option(None, help="Model folder; default the bundled model."),
+    max_upload_mb: float = typer.Option(20.0, help="Largest accepted photo (MB); bigger uploads get 413."),
+    max_concurrency: int = typer.Option(1, help="Photos analysed at once (threads sharing one model)."),
+    max_queue: int = typer.Option(32, help="Photos allowed to wait; beyond that 503 with Retry-After."),
+    tta: int = typer.Option(1, help="Test-time augmentation views (1-8)."),
+):
+    """Web page and HTTP API for clinicians: / (page), /api/v1/predict, /api/v1/model, /healthz, /docs."""
+    import uvicorn
+
+    from dermlens.predict import NoModelError
+    from dermlens.serve import create_app
+
+    try:
+        application = create_app(
+            model_dir=model, max_upload_bytes=int(max_upload_mb * 1_000_000), max_concurrency=max_concurrency,
+            max_queue=max_queue, tta=tta,
+        )
+    except (NoModelError, FileNotFoundError, ValueError) as e:  # no model, or not a model folder
+        typer.echo(str(e), err=True)
+        raise typer.Exit(2)
+    typer.echo(f"dermlens serving on http://{host}:{port}/ (API docs at /docs); Ctrl-C stops", err=True)
+    uvicorn.run(application, host=host, port=port, log_level="info")
+
+
+def main():  # pragma: no cover - the console-script entry point
+    from dermlens.runtime import reexec_with_jemalloc
+
+    reexec_with_jemalloc()
+    app(prog_name="dermlens")
 
 
 if __name__ == "__main__":  # python -m dermlens.cli

@@ -15,7 +15,6 @@ import torch
 from dermlens.data.io import ImageDecodeError, load_image
 from dermlens.data.transforms import build_eval_transform
 from dermlens.models import ModelConfig, load_model
-from dermlens.models.inference import predict_batch
 from dermlens.taxonomy import Taxonomy, default_taxonomy, tree_sum_matrix
 
 BUNDLED_MODEL_DIR = Path(__file__).parent / "weights"
@@ -56,7 +55,10 @@ class Prediction:
 class Predictor:
     """Load once, predict many. ``Predictor()`` uses the bundled model; ``Predictor("runs/x/model")`` another."""
 
-    def __init__(self, model_dir: str | Path | None = None, taxonomy: Taxonomy | None = None, tta: int = 1):
+    def __init__(self, model_dir: str | Path | None = None, taxonomy: Taxonomy | None = None, tta: int = 1,
+                 engine: str = "torch", precision: str = "fp32", threads: int | None = None):
+        """``engine``: "torch" (``precision`` fp32 or bf16) or "onnx" (ONNX Runtime, fp32 or int8; the fp32 export
+        is made and cached on first use, see ``dermlens.deploy``)."""
         self.taxonomy = taxonomy or default_taxonomy()
         self.model_dir = Path(model_dir) if model_dir else bundled_model_dir()
         model, self.config = load_model(self.model_dir, self.taxonomy)
@@ -65,6 +67,9 @@ class Predictor:
         self.tta = tta
         self.node_ids: list[str] = list(self.taxonomy)
         self._tree_sum = tree_sum_matrix(self.taxonomy, self.config.classes).astype(np.float64)  # (nodes, classes)
+        from dermlens.deploy.engines import make_engine
+
+        self.engine = make_engine(self.model_dir, self.model, self.config, engine, precision, threads)
 
     @property
     def operating_point(self):
@@ -74,7 +79,7 @@ class Predictor:
         return self.transform(load_image(image))
 
     def class_probabilities(self, batch: torch.Tensor) -> np.ndarray:
-        probs = predict_batch(self.model, batch, self.tta).double().numpy()
+        probs = self.engine.class_probabilities(batch, self.tta).double().numpy()
         return probs / probs.sum(1, keepdims=True)  # float32 softmax sums drift; the tree sum should not
 
     def node_probabilities(self, class_probs: np.ndarray) -> np.ndarray:
@@ -122,11 +127,14 @@ class Predictor:
         from tqdm.auto import tqdm
 
         from dermlens.data.torch_dataset import RecordDataset
-        from dermlens.models.inference import predict_loader
 
         loader = DataLoader(RecordDataset(records, self.transform), batch_size=batch_size, num_workers=num_workers)
+        out = []
         with tqdm(total=len(records), desc="predict", unit="img", disable=not progress, leave=False) as bar:
-            return predict_loader(self.model, loader, tta=self.tta, progress=bar).double().numpy()
+            for images, _ in loader:
+                out.append(self.engine.class_probabilities(images, self.tta))
+                bar.update(len(images))
+        return (torch.cat(out) if out else torch.empty(0, len(self.config.classes))).double().numpy()
 
     def predict_one(self, image, name: str = "<image>") -> Prediction:
         return self.predict([image], [name])[0]

@@ -7,7 +7,6 @@ inputs prepared the way it was trained.
 from __future__ import annotations
 
 import math
-import random
 from dataclasses import asdict, dataclass
 
 import torch
@@ -78,8 +77,14 @@ class RandomRotateInscribedCrop(torch.nn.Module):
     rectangle avoids the black corners that a plain rotation would teach the network to look for.
     """
 
+    @staticmethod
+    def get_angle() -> float:
+        # torch's generator, not Python's `random`: torch.manual_seed seeds it, DataLoader workers re-seed it, and
+        # checkpoints save it, so a resumed run draws the same angles as an uninterrupted one.
+        return float(torch.empty(()).uniform_(0.0, 360.0))
+
     def forward(self, image: Image.Image) -> Image.Image:
-        angle = random.uniform(0, 360)
+        angle = self.get_angle()
         width, height = image.size
         rotated = image.rotate(angle, resample=Image.BILINEAR, expand=True)
         crop_w, crop_h = largest_inscribed_rectangle(width, height, angle)

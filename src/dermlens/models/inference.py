@@ -33,10 +33,11 @@ def predict_batch(model: torch.nn.Module, batch: torch.Tensor, tta: int = 1) -> 
 def predict_loader(model: torch.nn.Module, batches: Iterable, tta: int = 1, progress=None) -> torch.Tensor:
     """Probabilities for every image a loader yields; batches are tensors or (tensor, target) pairs."""
     model.eval()
+    device = next(model.parameters()).device  # a GPU under torchrun; on CPU the moves below are no-ops
     out = []
     for batch in batches:
         images = batch[0] if isinstance(batch, (tuple, list)) else batch
-        out.append(predict_batch(model, images, tta))
+        out.append(predict_batch(model, images.to(device), tta).cpu())
         if progress is not None:
             progress.update(len(images))
     return torch.cat(out) if out else torch.empty(0)

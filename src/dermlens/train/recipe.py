@@ -33,6 +33,7 @@ from dermlens.models import ModelConfig, OperatingPoint, create_backbone, save_m
 from dermlens.models.inference import predict_loader
 from dermlens.taxonomy import ClassAssignment, Taxonomy, default_taxonomy, partition, tree_sum_matrix
 from dermlens.train.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
+from dermlens.train.distributed import from_environment
 
 
 @dataclass
@@ -57,6 +58,7 @@ class TrainConfig:
     num_workers: int = 2
     seed: int = 0
     max_steps_per_epoch: int | None = None  # for smoke tests
+    init_from: str | None = None  # a saved dermlens model to start from (same training classes), e.g. a second stage at a higher resolution
 
 
 @dataclass
@@ -74,6 +76,21 @@ def _covered(assignment: ClassAssignment, node: str) -> bool:
         return True
     except ValueError:
         return False
+
+
+def _load_initial_weights(model: torch.nn.Module, model_dir: str, classes) -> None:
+    """Start from a trained dermlens model; its training classes must be the ones this data partitions into."""
+    from safetensors.torch import load_file
+
+    from dermlens.models import read_config
+
+    previous = read_config(model_dir)
+    if previous.class_nodes != [c.node for c in classes]:
+        raise ValueError(
+            f"{model_dir}: its training classes {previous.class_nodes} differ from this run's "
+            f"{[c.node for c in classes]}; use the same data and --max-class-size"
+        )
+    model.load_state_dict(load_file(str(Path(model_dir) / "model.safetensors")))
 
 
 def learning_rate(step: int, total_steps: int, warmup_steps: int, base_lr: float) -> float:
@@ -103,7 +120,8 @@ def class_balance(targets: list[int], n_classes: int, mode: str) -> tuple[torch.
         return torch.tensor(1 / counts[targets], dtype=torch.double), ones
     if mode == "sqrt":
         w = 1 / np.sqrt(counts)
-        loss_w = w / (w * counts).sum() * counts.sum()  # mean weight 1 under the re-sampled distribution
+        # Mean 1 over the training set (not the re-sampled one); CrossEntropyLoss's weighted mean ignores the scale.
+        loss_w = w / (w * counts).sum() * counts.sum()
         return torch.tensor(w[targets], dtype=torch.double), torch.tensor(loss_w, dtype=torch.float32)
     raise ValueError(f"balance must be none, sqrt, loss or sampler; got {mode!r}")
 
@@ -119,6 +137,11 @@ def choose_operating_point(
     if truth.all() or not truth.any():
         return OperatingPoint(chosen_on="default 0.5: validation data lacks malignant or benign cases")
     threshold = threshold_for_sensitivity(truth, p_malignant, target)
+    # That is the score of one malignant validation image: float noise between this computation and the
+    # predictor's (another batch size, float64 renormalisation, ONNX or bf16) would turn it into "reassure". Half-way
+    # down to the next lower score (or to 0) makes the same calls on validation data, with a margin on both sides.
+    lower = p_malignant[p_malignant < threshold]
+    threshold = float((threshold + (lower.max() if lower.size else 0.0)) / 2)
     sens, spec = sensitivity_specificity(truth, p_malignant, threshold)
     return OperatingPoint(
         node="malignant", threshold=threshold, target_sensitivity=target,
@@ -141,6 +164,9 @@ def train(
     out_dir.mkdir(parents=True, exist_ok=True)
     taxonomy = taxonomy or default_taxonomy()
     torch.manual_seed(cfg.seed)
+    ddp = from_environment()  # None unless started by torchrun (see train/distributed.py)
+    main_process = ddp is None or ddp.is_main  # the one that writes logs, checkpoints and the model
+    progress = progress and main_process
     if not train_records or not val_records:
         raise ValueError(f"need training and validation images; got {len(train_records)} and {len(val_records)}")
 
@@ -158,7 +184,11 @@ def train(
         size=cfg.image_size or preprocessing.size,
         color_constancy="shades_of_gray" if cfg.color_constancy else None,
     )
+    if cfg.init_from:
+        _load_initial_weights(model, cfg.init_from, classes)
     model = model.to(memory_format=torch.channels_last)
+    if ddp is not None:
+        model = ddp.prepare(model)
 
     # 3. Data: augmentation for training, plain preprocessing for validation; re-balanced sampling.
     sample_weights, loss_weights = class_balance(train_targets, len(classes), cfg.balance)
@@ -168,7 +198,9 @@ def train(
     if cfg.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
     loader_args = dict(batch_size=cfg.batch_size, num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0)
-    val_loader = DataLoader(val_set, shuffle=False, **loader_args)
+    # Its own generator: starting its workers must not draw from the global RNG, or a resumed run (whose first
+    # validation starts them) would draw different augmentations from then on than an uninterrupted one.
+    val_loader = DataLoader(val_set, shuffle=False, generator=torch.Generator().manual_seed(cfg.seed), **loader_args)
 
     # 4. Optimiser and schedule; criterion.
     decay, no_decay = [], []
@@ -178,19 +210,28 @@ def train(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr
     )
     criterion = torch.nn.CrossEntropyLoss(weight=loss_weights, label_smoothing=cfg.label_smoothing)
+    if ddp is not None:
+        criterion = criterion.to(ddp.device)
     total_steps = steps_per_epoch * cfg.epochs
     warmup_steps = int(cfg.warmup_epochs * steps_per_epoch)
 
     # 5. Resume where a killed run left off.
     checkpoint_dir = out_dir / "checkpoint"
     state = {"epoch": 0, "best_score": -1.0, "best_epoch": 0, "bad_epochs": 0, "history": []}
+    if ddp is not None and resume:
+        ddp.same_everywhere(has_checkpoint(checkpoint_dir), f"whether {checkpoint_dir} holds a checkpoint")
     if resume and has_checkpoint(checkpoint_dir):
         state = load_checkpoint(checkpoint_dir, model, optimizer)
-        print(f"resuming after epoch {state['epoch']} from {checkpoint_dir}", file=sys.stderr)
+        if main_process:
+            print(f"resuming after epoch {state['epoch']} from {checkpoint_dir}", file=sys.stderr)
+            # A kill between logging an epoch and checkpointing it leaves that epoch in the log; it is trained again.
+            rows = "".join(json.dumps(row) + "\n" for row in state["history"])
+            (out_dir / "metrics.jsonl").write_text(rows)
     else:
-        if resume:
+        if resume and main_process:
             print(f"no checkpoint in {checkpoint_dir}; starting from scratch", file=sys.stderr)
-        (out_dir / "metrics.jsonl").unlink(missing_ok=True)  # a fresh run starts a fresh log
+        if main_process:
+            (out_dir / "metrics.jsonl").unlink(missing_ok=True)  # a fresh run starts a fresh log
 
     log_path = out_dir / "metrics.jsonl"
     config = ModelConfig(
@@ -203,11 +244,14 @@ def train(
         },
     )
     model_dir = out_dir / "model"
+    train_model = model if ddp is None else ddp.wrap(model)  # `model` stays the plain network (saving, validation)
 
     # 6. The epochs.
     while state["epoch"] < cfg.epochs and state["bad_epochs"] < cfg.patience:
         epoch = state["epoch"]
-        model.train()
+        train_model.train()
+        if ddp is not None:
+            ddp.seed_epoch(cfg.seed, epoch)
         # A generator seeded by epoch: the same batches in a resumed run as in an uninterrupted one.
         generator = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
         if sample_weights is not None:
@@ -215,6 +259,8 @@ def train(
             train_loader = DataLoader(train_set, sampler=sampler, drop_last=True, **loader_args)
         else:
             train_loader = DataLoader(train_set, shuffle=True, generator=generator, drop_last=True, **loader_args)
+        if ddp is not None:
+            train_loader = ddp.shard(train_loader)  # the same global batches; this process takes its share
         started, seen, loss_sum = time.time(), 0, 0.0
         bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False)
         for step_in_epoch, (images, targets) in enumerate(train_loader):
@@ -224,16 +270,23 @@ def train(
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step, total_steps, warmup_steps, cfg.lr)
             images = images.contiguous(memory_format=torch.channels_last)
-            loss = criterion(model(images), targets)
+            if ddp is None:
+                loss = criterion(model(images), targets)
+                batch_loss, batch_images = None, len(images)
+            else:
+                images, targets = images.to(ddp.device, non_blocking=True), targets.to(ddp.device, non_blocking=True)
+                loss, batch_loss, batch_images = ddp.global_loss(train_model(images), targets, criterion)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            seen += len(images)
-            loss_sum += loss.item() * len(images)
+            seen += batch_images
+            loss_sum += (loss.item() if batch_loss is None else batch_loss) * batch_images
             bar.update(1)
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", img_s=f"{seen / (time.time() - started):.0f}")
         bar.close()
         train_seconds = time.time() - started
+        if ddp is not None:
+            ddp.sync_buffers(model)
 
         probs = predict_loader(model, val_loader, tta=cfg.val_tta).numpy()
         predicted = probs.argmax(1)
@@ -248,17 +301,22 @@ def train(
             "seconds": time.time() - started,
         }
         state["history"].append(row)
-        with open(log_path, "a") as log:
-            log.write(json.dumps(row) + "\n")
+        if main_process:
+            with open(log_path, "a") as log:
+                log.write(json.dumps(row) + "\n")
         if val_bacc > state["best_score"]:
             state.update(best_score=val_bacc, best_epoch=epoch + 1, bad_epochs=0)
             config.training["best_epoch"] = epoch + 1
             config.training["val_balanced_accuracy_training_classes"] = val_bacc
-            save_model(model_dir, model, config)
+            if main_process:
+                save_model(model_dir, model, config)
         else:
             state["bad_epochs"] += 1
         state["epoch"] = epoch + 1
-        save_checkpoint(checkpoint_dir, model, optimizer, state)
+        if ddp is not None:
+            state = ddp.from_main(state)  # rank 0's early-stopping decision binds every rank
+        if main_process:
+            save_checkpoint(checkpoint_dir, model, optimizer, state)
         if progress:
             print(
                 f"epoch {epoch + 1}: train loss {row['train_loss']:.3f}, val loss {val_loss:.3f}, "
@@ -266,15 +324,18 @@ def train(
                 file=sys.stderr,
             )
 
-    # 7. The best epoch's model gets its operating point from validation data.
-    from dermlens.models import load_model  # the saved best, not the last epoch
+    # 7. The best epoch's model gets its operating point from validation data (rank 0 alone under torchrun).
+    if main_process:
+        from dermlens.models import load_model  # the saved best, not the last epoch
 
-    best, config = load_model(model_dir, taxonomy)
-    best = best.to(memory_format=torch.channels_last)
-    probs = predict_loader(best, val_loader, tta=cfg.val_tta).numpy()
-    config.operating_point = choose_operating_point(
-        taxonomy, assignment, probs, [r.node for r in val_covered], cfg.target_sensitivity
-    )
-    config.training["history"] = state["history"]
-    save_model(model_dir, best, config)
+        best, config = load_model(model_dir, taxonomy)
+        best = best.to(memory_format=torch.channels_last)
+        probs = predict_loader(best, val_loader, tta=cfg.val_tta).numpy()
+        config.operating_point = choose_operating_point(
+            taxonomy, assignment, probs, [r.node for r in val_covered], cfg.target_sensitivity
+        )
+        config.training["history"] = state["history"]
+        save_model(model_dir, best, config)
+    if ddp is not None:
+        ddp.close()  # waits for rank 0 to finish the model
     return TrainResult(model_dir, state["best_epoch"], state["best_score"], state["history"])

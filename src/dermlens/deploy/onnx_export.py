@@ -1,0 +1,359 @@
+"""ONNX export of the whole classifier, and its int8 quantization.
+
+    preprocessed image (batch, 3, size, size) float32 ──► network ──► softmax ──► probabilities (batch, n_classes)
+
+The tree sum over the taxonomy stays in Python (a (nodes x classes) matrix product, see ``Predictor``), so one
+export serves any taxonomy view of the same training classes. The batch axis is dynamic; the spatial size is the
+model's own (TF-style "same" padding of EfficientNet-Lite depends on it, and a fixed size lets the exporter fold it).
+
+Every exported file carries the SHA-256 of the weights it came from in its metadata, so a cache can never hand out
+an export of other weights. Exports made on first use go to a user cache directory (``$DERMLENS_CACHE``, else
+``$XDG_CACHE_HOME/dermlens``, else ``~/.cache/dermlens``) under that hash; an export shipped next to the model
+(``model.onnx`` / ``model.int8.onnx`` in the model folder) is used instead when its hash matches.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import tempfile
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dermlens.models.saved import WEIGHTS_FILE, ModelConfig, read_config
+
+EXPORT_VERSION = 1  # bump when the exported graph changes meaning; it is part of every cache key
+OPSET = 17
+INPUT_NAME = "image"
+OUTPUT_NAME = "probabilities"
+PRECISIONS = ("fp32", "int8")
+FILE_NAMES = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
+
+
+class MissingExportError(FileNotFoundError):
+    """An int8 export was asked for but none exists (int8 needs calibration images, so it is never made silently)."""
+
+
+class ProbabilityModel(torch.nn.Module):
+    """The network plus its softmax: what is exported, so that ONNX gives probabilities like the Predictor does."""
+
+    def __init__(self, network: torch.nn.Module):
+        super().__init__()
+        self.network = network
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.network(image).softmax(-1)
+
+
+def freeze_same_padding(network: torch.nn.Module, size: int) -> torch.nn.Module:
+    """A copy of ``network`` whose TF-style "same" convolutions (timm ``Conv2dSame``) pad by constants.
+
+    ``Conv2dSame`` computes its padding from the input's shape at run time, which exports as a chain of Shape,
+    Ceil and Concat nodes before a Pad: slower, and in the way of int8 fusion. The input size is fixed per model,
+    so the padding is too: measured once with a dummy input, then written into a ZeroPad2d + plain Conv2d.
+    """
+    import copy
+    import math
+
+    from timm.layers import Conv2dSame
+
+    network = copy.deepcopy(network).eval()
+    sizes: dict[str, tuple[int, int]] = {}
+    hooks = [
+        module.register_forward_pre_hook(lambda mod, args, name=name: sizes.__setitem__(name, tuple(args[0].shape[-2:])))
+        for name, module in network.named_modules() if isinstance(module, Conv2dSame)
+    ]
+    with torch.no_grad():
+        network(torch.zeros(1, 3, size, size))
+    for hook in hooks:
+        hook.remove()
+    for name, (height, width) in sizes.items():
+        same: Conv2dSame = network.get_submodule(name)
+        pads = []
+        for extent, k, s, d in zip((height, width), same.kernel_size, same.stride, same.dilation):
+            pads.append(max((math.ceil(extent / s) - 1) * s + (k - 1) * d + 1 - extent, 0))
+        pad_h, pad_w = pads
+        conv = torch.nn.Conv2d(same.in_channels, same.out_channels, same.kernel_size, same.stride, 0, same.dilation,
+                               same.groups, bias=same.bias is not None)
+        conv.load_state_dict(same.state_dict())
+        replacement = torch.nn.Sequential(
+            torch.nn.ZeroPad2d((pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2)), conv)
+        parent_name, _, child = name.rpartition(".")
+        setattr(network.get_submodule(parent_name) if parent_name else network, child, replacement)
+    return network
+
+
+def cache_root() -> Path:
+    if os.environ.get("DERMLENS_CACHE"):
+        return Path(os.environ["DERMLENS_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "dermlens"
+
+
+def weights_digest(model_dir: str | Path, config: ModelConfig | None = None) -> str:
+    """SHA-256 over the weights file and what the export depends on besides (arch, input size, classes, version)."""
+    model_dir = Path(model_dir)
+    config = config or read_config(model_dir)
+    sha = hashlib.sha256()
+    with open(model_dir / WEIGHTS_FILE, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            sha.update(block)
+    sha.update(json.dumps({"arch": config.arch, "size": config.preprocessing.size, "classes": config.class_nodes,
+                           "export_version": EXPORT_VERSION, "opset": OPSET}, sort_keys=True).encode())
+    return sha.hexdigest()
+
+
+def cached_export_path(digest: str, precision: str = "fp32") -> Path:
+    return cache_root() / "onnx" / digest[:24] / FILE_NAMES[precision]
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return {p.key: p.value for p in model.metadata_props}
+
+
+def _write_metadata(path: Path, metadata: dict[str, str]) -> None:
+    import onnx
+
+    model = onnx.load(str(path))
+    del model.metadata_props[:]
+    for key, value in metadata.items():
+        model.metadata_props.add(key=key, value=str(value))
+    onnx.save(model, str(path))
+
+
+def _atomic_target(out_path: Path) -> Path:
+    """A temporary name in the target's folder: concurrent first uses never read a half-written file."""
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(prefix=out_path.stem + ".", suffix=".tmp.onnx", dir=out_path.parent)
+    os.close(handle)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(name, 0o666 & ~umask)  # mkstemp's 0600 would keep a shipped or shared export from its readers
+    return Path(name)
+
+
+def export_onnx(model_dir: str | Path, out_path: str | Path, *, network: torch.nn.Module | None = None,
+                config: ModelConfig | None = None) -> Path:
+    """Write the fp32 ONNX model of ``model_dir`` (probabilities out, dynamic batch) to ``out_path``."""
+    from dermlens.models import load_model
+
+    model_dir, out_path = Path(model_dir), Path(out_path)
+    if network is None or config is None:
+        network, config = load_model(model_dir)
+    size = config.preprocessing.size
+    wrapped = ProbabilityModel(freeze_same_padding(network, size)).eval()
+    example = torch.zeros(2, 3, size, size)
+    tmp = _atomic_target(out_path)
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            # The TorchScript-based exporter: exact for these CNNs, fast, and it needs no onnxscript.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            warnings.simplefilter("ignore", UserWarning)  # shape-inference notes of the TorchScript exporter
+            torch.onnx.export(
+                wrapped, (example,), str(tmp), dynamo=False, opset_version=OPSET,
+                input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            )
+        _write_metadata(tmp, {
+            "dermlens_weights_sha256": weights_digest(model_dir, config),
+            "dermlens_arch": config.arch,
+            "dermlens_image_size": size,
+            "dermlens_classes": json.dumps(config.class_nodes),
+            "dermlens_precision": "fp32",
+            "dermlens_export_version": EXPORT_VERSION,
+        })
+        os.replace(tmp, out_path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out_path
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# int8: static quantization calibrated on real images
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def calibration_images(source: str | Path, limit: int = 200, seed: int = 0) -> list[Path]:
+    """Image paths to calibrate on: a folder of images, or a dataset (its ``train`` split when it has one).
+
+    Calibration only measures activation ranges, but test images still should not shape anything that is later
+    scored on them, so a dataset with a fixed split gives its training images.
+    """
+    from dermlens.data.io import find_images
+
+    source = Path(source)
+    paths: list[Path] = []
+    is_dataset = source.suffix.lower() == ".csv" or any(
+        (source / name).is_file() for name in ("labels.csv", "metadata.csv", "HAM10000_metadata.csv"))
+    if is_dataset:
+        from dermlens.data.datasets import load_records
+
+        records = load_records(source)
+        train = [r for r in records if r.split == "train"]
+        paths = [r.path for r in (train or records)]
+    elif source.is_dir():
+        paths = find_images([source])
+    else:
+        raise FileNotFoundError(f"{source}: calibration data must be a folder of images or a dataset")
+    if not paths:
+        raise ValueError(f"{source}: no calibration images found")
+    if len(paths) > limit:
+        paths = sorted(random.Random(seed).sample(paths, limit))
+    return paths
+
+
+class _ImageReader:
+    """onnxruntime's CalibrationDataReader over image files, prepared exactly as the Predictor prepares them."""
+
+    def __init__(self, paths: Sequence[Path], transform, batch_size: int = 8):
+        from dermlens.data.io import ImageDecodeError, load_image
+
+        tensors = []
+        for path in paths:
+            try:
+                tensors.append(transform(load_image(path)))
+            except ImageDecodeError as e:  # a bad calibration image is skipped, and said
+                warnings.warn(f"calibration: skipped {e}", stacklevel=2)
+        if not tensors:
+            raise ValueError("no readable calibration images")
+        stacked = torch.stack(tensors).numpy()
+        self.batches = [stacked[i:i + batch_size] for i in range(0, len(stacked), batch_size)]
+        self.count = len(tensors)
+        self.set_range(0, len(self.batches))
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self._position, self._end = start_index, min(end_index, len(self.batches))
+
+    def get_next(self) -> dict | None:
+        if self._position >= self._end:
+            return None
+        self._position += 1
+        return {INPUT_NAME: self.batches[self._position - 1]}
+
+
+def quantize_int8(fp32_path: str | Path, out_path: str | Path, calibration: Iterable[Path], transform) -> Path:
+    """Static int8 quantization (QDQ, per-channel int8 weights, uint8 activations: the layout ORT's x86 VNNI
+    kernels run fastest) with activation ranges from ``calibration`` images. The softmax stays in float: its
+    output is what the triage threshold reads, and 1/256 steps would move it."""
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    fp32_path, out_path = Path(fp32_path), Path(out_path)
+    metadata = read_metadata(fp32_path)
+    reader = _ImageReader(list(calibration), transform)
+    model = onnx.load(str(fp32_path))
+    softmax_nodes = [n.name for n in model.graph.node if n.op_type == "Softmax"]
+    with tempfile.TemporaryDirectory() as work:
+        prepared = Path(work) / "prepared.onnx"
+        quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+        tmp = _atomic_target(out_path)
+        try:
+            quantize_static(
+                str(prepared), str(tmp), reader, quant_format=QuantFormat.QDQ, per_channel=True,
+                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=softmax_nodes,
+                # Ranges computed batch by batch and merged: bounded memory however many images. (Not
+                # CalibMaxIntermediateOutputs: in onnxruntime 1.32 it discards what it collected.)
+                extra_options={"CalibStridedMinMax": 1},
+            )
+            _write_metadata(tmp, {**metadata, "dermlens_precision": "int8",
+                                  "dermlens_calibration_images": reader.count})
+            os.replace(tmp, out_path)
+        finally:
+            tmp.unlink(missing_ok=True)
+    return out_path
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Finding (or making) the export for a model folder
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ExportLocation:
+    path: Path
+    made_now: bool
+
+
+def find_export(model_dir: str | Path, precision: str = "fp32", digest: str | None = None) -> Path | None:
+    """An existing export of exactly these weights: next to the model first, then in the user cache."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"ONNX precision must be one of {PRECISIONS}; got {precision!r}")
+    model_dir = Path(model_dir)
+    digest = digest or weights_digest(model_dir)
+    for candidate in (model_dir / FILE_NAMES[precision], cached_export_path(digest, precision)):
+        if candidate.is_file():
+            try:
+                meta = read_metadata(candidate)
+            except Exception:  # noqa: BLE001 - an unreadable cache file is rebuilt, not fatal
+                continue
+            if meta.get("dermlens_weights_sha256") == digest and meta.get("dermlens_precision") == precision:
+                return candidate
+    return None
+
+
+def ensure_export(model_dir: str | Path, precision: str = "fp32", *, network: torch.nn.Module | None = None,
+                  config: ModelConfig | None = None) -> ExportLocation:
+    """The export for ``model_dir``, made and cached on first use (fp32 only: int8 needs calibration images)."""
+    model_dir = Path(model_dir)
+    digest = weights_digest(model_dir, config)
+    found = find_export(model_dir, precision, digest)
+    if found is not None:
+        return ExportLocation(found, made_now=False)
+    if precision == "int8":
+        raise MissingExportError(
+            f"{model_dir}: no int8 ONNX export of these weights; make one with "
+            f"`dermlens export --format onnx --int8 --calibration-data DATA --model {model_dir}`"
+        )
+    path = export_onnx(model_dir, cached_export_path(digest, "fp32"), network=network, config=config)
+    return ExportLocation(path, made_now=True)
+
+
+def export_model(model_dir: str | Path, out_dir: str | Path | None = None, *, int8: bool = False,
+                 calibration_data: str | Path | None = None, calibration_size: int = 200) -> dict[str, Path]:
+    """What ``dermlens export`` does: the fp32 export, and with ``int8`` the quantized one too.
+
+    Without ``out_dir`` the files go to the user cache, where ``Predictor(..., engine="onnx")`` finds them.
+    """
+    from dermlens.data.transforms import build_eval_transform
+
+    model_dir = Path(model_dir)
+    config = read_config(model_dir)
+    digest = weights_digest(model_dir, config)
+    target = {p: (Path(out_dir) / FILE_NAMES[p] if out_dir else cached_export_path(digest, p)) for p in PRECISIONS}
+    written = {"fp32": export_onnx(model_dir, target["fp32"], config=None)}
+    if int8:
+        if calibration_data is None:
+            raise ValueError("--int8 needs --calibration-data (a folder of images or a dataset)")
+        images = calibration_images(calibration_data, limit=calibration_size)
+        written["int8"] = quantize_int8(written["fp32"], target["int8"], images,
+                                        build_eval_transform(config.preprocessing))
+    return written
+
+
+def session_options(threads: int | None = None):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        options.intra_op_num_threads = threads
+    return options
+
+
+def onnx_class_probabilities(session, batch: np.ndarray) -> np.ndarray:
+    return session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(batch, dtype=np.float32)})[0]

@@ -1,0 +1,82 @@
+"""The model that ships inside the package: it loads, it matches the taxonomy, and its answers are well formed.
+
+Accuracy is measured by benchmarks/model_card.py, not asserted here.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from dermlens.cli import app
+from dermlens.data.synthetic import SYNTHETIC_CLASSES, render_lesion
+from dermlens.models import read_config
+from dermlens.predict import BUNDLED_MODEL_DIR, Predictor, bundled_model_dir
+from dermlens.taxonomy import default_taxonomy
+
+HAM10000_NODES = {
+    "melanocytic_nevus", "melanoma", "benign_keratosis", "basal_cell_carcinoma",
+    "keratinocyte_intraepithelial_neoplasia", "dermatofibroma", "vascular_lesion",
+}
+
+
+@pytest.fixture(scope="module")
+def bundled() -> Predictor:
+    return Predictor()  # no argument: the bundled model
+
+
+def test_bundled_model_ships_as_safetensors_and_json_under_25_mb():
+    folder = bundled_model_dir()
+    assert folder == BUNDLED_MODEL_DIR
+    files = {p.name: p.stat().st_size for p in folder.iterdir()}
+    assert {"model.safetensors", "config.json", "MODEL_CARD.md"} <= set(files)
+    assert files["model.safetensors"] + files["config.json"] < 25 * 1024 * 1024
+    assert not [name for name in files if name.endswith((".pt", ".pth", ".pkl", ".bin"))]
+    json.loads((folder / "config.json").read_text())
+
+
+def test_config_is_consistent_with_the_taxonomy():
+    config = read_config(bundled_model_dir())
+    taxonomy = default_taxonomy()
+    assert config.taxonomy_fingerprint == taxonomy.fingerprint()
+    assert config.taxonomy_version == taxonomy.version
+    nodes = config.class_nodes
+    assert len(nodes) == len(set(nodes))
+    assert set(nodes) <= set(taxonomy)
+    # Every HAM10000 diagnosis it was trained on is one of its classes (so 7-class figures are meaningful).
+    assert HAM10000_NODES <= set(nodes)
+    op = config.operating_point
+    assert op.node == "malignant" and 0 < op.threshold < 1
+    assert "validation" in op.chosen_on and op.sensitivity >= op.target_sensitivity
+
+
+def test_predictions_on_generated_images_are_well_formed(bundled):
+    rng = np.random.default_rng(0)
+    images = [render_lesion(label, rng, size=160) for label in SYNTHETIC_CLASSES]
+    taxonomy = bundled.taxonomy
+    own = {c.node for c in bundled.config.classes if c.own_only}
+    class_prob_of = lambda p: dict((n, q) for n, q in p.top5)  # noqa: E731
+    for prediction in bundled.predict(images):
+        assert prediction.error == ""
+        assert prediction.triage in ("refer", "reassure")
+        p = prediction.probabilities
+        assert set(p) == set(taxonomy)
+        assert p["root"] == pytest.approx(1.0, abs=1e-6)
+        assert sum(p[n] for n in taxonomy.level_nodes(1)) == pytest.approx(1.0, abs=1e-6)
+        for node in taxonomy:
+            children = taxonomy.children(node)
+            if children and node not in own:
+                assert p[node] == pytest.approx(sum(p[c] for c in children), abs=1e-6)
+        assert [q for _, q in prediction.top5] == sorted((q for _, q in prediction.top5), reverse=True)
+        assert len(prediction.top5) == 5
+        assert (prediction.triage == "refer") == (p["malignant"] >= bundled.operating_point.threshold)
+        assert all(p[n] >= q - 1e-6 for n, q in class_prob_of(prediction).items())
+
+
+def test_model_card_command_prints_the_card():
+    result = CliRunner().invoke(app, ["model-card"])
+    assert result.exit_code == 0, result.output
+    assert "not a medical device" in result.output
+    assert "HAM10000" in result.output

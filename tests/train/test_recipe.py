@@ -1,0 +1,217 @@
+"""The training recipe: class-imbalance handling, LR schedule, early stopping, per-epoch log and checkpoint,
+and the operating point chosen on validation data."""
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from dermlens.evaluate import sensitivity_specificity
+from dermlens.models import read_config
+from dermlens.taxonomy import ClassAssignment, TrainingClass, default_taxonomy
+from dermlens.train import recipe
+from dermlens.train.checkpoint import TENSORS_FILE
+from dermlens.train.recipe import TrainConfig, choose_operating_point, class_balance, learning_rate, train
+
+FAST = TrainConfig(image_size=32, epochs=2, batch_size=8, max_steps_per_epoch=1, num_workers=0, max_class_size=1)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Class imbalance
+# ---------------------------------------------------------------------------------------------------------------
+
+TARGETS = [0] * 80 + [1] * 15 + [2] * 5  # 80 / 15 / 5 images
+
+
+def per_class(sample_weights, n_classes=3) -> np.ndarray:
+    """Total sampling mass of each class."""
+    w = np.asarray(sample_weights, dtype=float)
+    return np.array([w[np.asarray(TARGETS) == c].sum() for c in range(n_classes)])
+
+
+def test_balance_none_changes_nothing():
+    sampling, loss = class_balance(TARGETS, 3, "none")
+    assert sampling is None
+    assert torch.equal(loss, torch.ones(3))
+
+
+def test_balance_loss_weights_equalise_the_classes():
+    sampling, loss = class_balance(TARGETS, 3, "loss")
+    assert sampling is None
+    counts = np.bincount(TARGETS)
+    contribution = loss.numpy() * counts  # each class's share of the summed loss
+    assert np.allclose(contribution, contribution[0])
+    assert loss[2] > loss[1] > loss[0]
+
+
+def test_balance_sampler_draws_every_class_equally_often():
+    sampling, loss = class_balance(TARGETS, 3, "sampler")
+    assert len(sampling) == len(TARGETS)
+    mass = per_class(sampling)
+    assert np.allclose(mass, mass[0])
+    assert torch.equal(loss, torch.ones(3))
+
+
+def test_balance_sqrt_splits_the_correction_between_sampling_and_loss():
+    sampling, loss = class_balance(TARGETS, 3, "sqrt")
+    counts = np.bincount(TARGETS)
+    mass = per_class(sampling)
+    # Sampling alone moves each class to sqrt(n): halfway (in log terms) between as-is and equal.
+    assert np.allclose(mass / mass.sum(), np.sqrt(counts) / np.sqrt(counts).sum())
+    # Sampling and loss weights together give every class the same expected weight in the loss...
+    effective = mass * loss.numpy()
+    assert np.allclose(effective, effective[0])
+    # ...with milder extremes than full loss re-weighting.
+    full = class_balance(TARGETS, 3, "loss")[1]
+    assert loss.max() / loss.min() < full.max() / full.min()
+
+
+def test_balance_handles_a_class_without_images_and_rejects_unknown_modes():
+    sampling, loss = class_balance([0, 0, 1], 3, "loss")
+    assert torch.isfinite(loss).all()
+    with pytest.raises(ValueError, match="balance must be"):
+        class_balance(TARGETS, 3, "oversample")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Learning-rate schedule
+# ---------------------------------------------------------------------------------------------------------------
+
+def test_learning_rate_warms_up_linearly_then_decays_by_cosine_to_zero():
+    total, warmup, base = 100, 10, 1e-3
+    lrs = [learning_rate(s, total, warmup, base) for s in range(total)]
+    assert lrs[0] == pytest.approx(base / warmup)
+    assert lrs[warmup - 1] == pytest.approx(base)  # warm-up reaches the peak
+    assert all(b > a for a, b in zip(lrs[:warmup - 1], lrs[1:warmup]))
+    assert all(b <= a for a, b in zip(lrs[warmup:], lrs[warmup + 1:]))
+    assert max(lrs) == pytest.approx(base)
+    mid = warmup + (total - warmup) // 2
+    assert lrs[mid] == pytest.approx(base / 2, rel=0.05)  # half-way through the cosine: half the peak
+    assert learning_rate(total, total, warmup, base) == pytest.approx(0.0, abs=1e-12)
+    assert learning_rate(total + 50, total, warmup, base) == pytest.approx(0.0, abs=1e-12)  # never negative
+    assert learning_rate(0, total, 0, base) == pytest.approx(base)  # no warm-up: start at the peak
+
+
+def test_training_follows_the_schedule(tmp_path, synthetic_parts):
+    cfg = replace(FAST, epochs=3, max_steps_per_epoch=2, lr=1e-3, warmup_epochs=1.0)
+    result = train(synthetic_parts["train"], synthetic_parts["val"], tmp_path, cfg, progress=False)
+    steps = 2
+    for row in result.history:  # the lr logged is the one of the epoch's last step
+        last_step = row["epoch"] * steps - 1
+        assert row["lr"] == pytest.approx(learning_rate(last_step, 3 * steps, steps, 1e-3))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Early stopping, log and checkpoints
+# ---------------------------------------------------------------------------------------------------------------
+
+def test_early_stopping_after_patience_epochs_without_improvement(tmp_path, synthetic_parts, monkeypatch):
+    saved_epochs = []
+    real_save = recipe.save_checkpoint
+
+    def save_checkpoint(directory, model, optimizer, progress):
+        saved_epochs.append(progress["epoch"])
+        real_save(directory, model, optimizer, progress)
+
+    monkeypatch.setattr(recipe, "save_checkpoint", save_checkpoint)
+    # One training class (the partition of this small set at 1000): validation accuracy is 1.0 from the first
+    # epoch on and can never improve, so every later epoch is a bad one.
+    cfg = replace(FAST, epochs=10, patience=2, max_class_size=1000)
+    result = train(synthetic_parts["train"], synthetic_parts["val"], tmp_path, cfg, progress=False)
+    assert [row["epoch"] for row in result.history] == [1, 2, 3]
+    assert result.best_epoch == 1
+    assert saved_epochs == [1, 2, 3]  # a checkpoint every epoch
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    assert read_config(result.model_dir).training["best_epoch"] == 1
+
+
+def test_metrics_log_has_one_row_per_epoch_with_the_figures(tiny_model):
+    log = tiny_model.model_dir.parent / "metrics.jsonl"
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == list(range(1, len(tiny_model.history) + 1))
+    assert len(rows) == 2  # TINY_TRAIN_CONFIG trains two epochs and does not stop early with patience 4
+    for row in rows:
+        for key in ("train_loss", "val_loss", "val_balanced_accuracy", "val_accuracy", "lr", "images_per_second"):
+            assert isinstance(row[key], float) and math.isfinite(row[key]), key
+        assert 0 <= row["val_balanced_accuracy"] <= 1
+    assert rows == tiny_model.history
+    assert (tiny_model.model_dir.parent / "checkpoint" / TENSORS_FILE).is_file()
+
+
+def test_a_new_run_in_the_same_folder_starts_a_fresh_log(tmp_path, synthetic_parts):
+    cfg = replace(FAST, epochs=1)
+    train(synthetic_parts["train"], synthetic_parts["val"], tmp_path, cfg, progress=False)
+    train(synthetic_parts["train"], synthetic_parts["val"], tmp_path, cfg, progress=False)
+    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+def test_progress_bar_and_epoch_summary_on_stderr(tmp_path, synthetic_parts, capfd):
+    train(synthetic_parts["train"], synthetic_parts["val"], tmp_path, replace(FAST, epochs=1), progress=True)
+    err = capfd.readouterr().err
+    assert "epoch 1/1" in err  # the tqdm bar
+    assert "val balanced acc" in err
+
+
+def test_training_needs_training_and_validation_images(tmp_path, synthetic_parts):
+    with pytest.raises(ValueError, match="need training and validation images"):
+        train(synthetic_parts["train"], [], tmp_path, FAST, progress=False)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Operating point
+# ---------------------------------------------------------------------------------------------------------------
+
+def test_operating_point_reaches_the_target_sensitivity_on_validation(tiny_model_dir, predictor, synthetic_parts):
+    op = read_config(tiny_model_dir).operating_point
+    assert op.node == "malignant" and op.target_sensitivity == 0.9
+    assert op.chosen_on.startswith("validation")
+    val = synthetic_parts["val"]
+    predictions = predictor.predict([str(r.path) for r in val])
+    p_malignant = np.array([p.probabilities["malignant"] for p in predictions])
+    tax = default_taxonomy()
+    truth = np.array([tax.ancestor_at_level(r.node, 1) == "malignant" for r in val])
+    assert truth.any() and not truth.all()
+    sensitivity, specificity = sensitivity_specificity(truth, p_malignant, op.threshold)
+    assert sensitivity >= 0.9
+    assert sensitivity == pytest.approx(op.sensitivity) and specificity == pytest.approx(op.specificity)
+    # As specific as the target allows: moved up past the next validation score, it would miss the target...
+    next_score = p_malignant[p_malignant >= op.threshold].min()
+    assert sensitivity_specificity(truth, p_malignant, next_score + 1e-9)[0] < op.target_sensitivity
+    # ...and no validation image sits on the threshold, where float noise in another engine would flip its call.
+    assert np.abs(p_malignant - op.threshold).min() > 1e-4
+
+
+def test_choose_operating_point_on_known_scores():
+    tax = default_taxonomy()
+    classes = [TrainingClass("melanoma", 1), TrainingClass("melanocytic_nevus", 1)]
+    assignment = ClassAssignment(tax, classes)
+    p_mel = np.array([0.9, 0.8, 0.6, 0.3, 0.7, 0.2, 0.1, 0.05])
+    probs = np.stack([p_mel, 1 - p_mel], axis=1)
+    labels = ["melanoma"] * 4 + ["melanocytic_nevus"] * 4
+    op = choose_operating_point(tax, assignment, probs, labels, target=0.75)
+    # 3 of 4 melanomas score >= 0.6; the next lower score is 0.3: the threshold sits half-way, clear of both.
+    assert op.threshold == pytest.approx(0.45)
+    assert op.sensitivity == pytest.approx(0.75) and op.specificity == pytest.approx(0.75)  # 0.7 is a false alarm
+    every_melanoma = choose_operating_point(tax, assignment, probs, labels, target=1.0)
+    assert every_melanoma.threshold == pytest.approx(0.25)  # between the last melanoma (0.3) and the next score
+    assert every_melanoma.sensitivity == 1.0 and every_melanoma.specificity == pytest.approx(0.75)
+    p_low = np.array([0.9, 0.4, 0.7, 0.5])  # the lowest score of all is a melanoma's: half-way down to 0
+    low = choose_operating_point(tax, assignment, np.stack([p_low, 1 - p_low], 1), labels[2:6], target=1.0)
+    assert low.threshold == pytest.approx(0.2) and low.sensitivity == 1.0 and low.specificity == 0.0
+    only_benign = choose_operating_point(tax, assignment, probs[4:], labels[4:], target=0.75)
+    assert only_benign.threshold == 0.5 and "default" in only_benign.chosen_on
+
+
+def test_validation_images_of_an_untrained_class_are_left_out(tmp_path, synthetic_parts):
+    train_part = [r for r in synthetic_parts["train"] if r.node != "dermatofibroma"]
+    result = train(train_part, synthetic_parts["val"], tmp_path, replace(FAST, epochs=1), progress=False)
+    config = read_config(result.model_dir)
+    assert "dermatofibroma" not in config.class_nodes
+    n_df = Counter(r.node for r in synthetic_parts["val"])["dermatofibroma"]
+    assert config.training["n_val"] == len(synthetic_parts["val"]) - n_df
