@@ -246,8 +246,10 @@ def accuracy(model_dir: Path, data: Path, out: Path, threads: int, quick: bool) 
     if quick:
         records = records[:: max(1, len(records) // 120)]
     truth = np.array([r.node == "melanoma" for r in records])
-    variants = {"torch fp32": dict(), "onnx fp32": dict(engine="onnx"), "onnx int8": dict(engine="onnx", precision="int8"),
-                "torch bf16": dict(precision="bf16"), "torch fp32 tta8": dict(tta=8), "onnx int8 tta8": dict(engine="onnx", precision="int8", tta=8)}
+    # torch fp32 is left out: ONNX fp32 gives the same probabilities within 1e-4 (tests/deploy), in a fraction of the time.
+    variants = {"onnx fp32": dict(engine="onnx"), "onnx int8": dict(engine="onnx", precision="int8"),
+                "torch bf16": dict(precision="bf16"), "onnx fp32 tta8": dict(engine="onnx", tta=8),
+                "onnx int8 tta8": dict(engine="onnx", precision="int8", tta=8)}
     scores, results = {}, {}
     for name, kwargs in variants.items():
         predictor = Predictor(model_dir, threads=threads, **kwargs)
@@ -267,7 +269,7 @@ def accuracy(model_dir: Path, data: Path, out: Path, threads: int, quick: bool) 
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5, 5))
-    for name in ("onnx fp32", "onnx int8", "torch bf16", "torch fp32 tta8"):
+    for name in ("onnx fp32", "onnx int8", "torch bf16", "onnx fp32 tta8"):
         fpr, tpr, _ = roc_curve(truth, scores[name])
         ax.plot(fpr, tpr, label=f"{name}: AUC {results[name]['auc']:.4f}", lw=1.2)
     ax.plot([0, 1], [0, 1], color="grey", lw=0.5, ls="--")

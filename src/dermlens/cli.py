@@ -264,6 +264,29 @@ def explain(
         typer.echo(f"  {method}: {info['file']} (explains {info['target']}, p={info['probability']:.3f})")
 
 
+@app.command("operating-point")
+def operating_point(
+    data: Path = typer.Option(..., help="Labelled validation data (never the test set)."),
+    model: Optional[Path] = typer.Option(None, help="Model folder; default the bundled model."),
+    split: Optional[str] = typer.Option("val", help="Use only this fixed split of the data (empty: all of it)."),
+    target_sensitivity: float = typer.Option(0.9, help="Sensitivity for malignant lesions to reach."),
+    out: Optional[Path] = typer.Option(None, help="Write the re-tuned model here; default: update the model in place."),
+):
+    """Choose the referral threshold afresh on a site's own validation data for a target sensitivity."""
+    from dermlens.data.datasets import load_records
+    from dermlens.pipeline import set_operating_point
+    from dermlens.predict import bundled_model_dir
+
+    records = [r for r in load_records(data) if not split or r.split == split]
+    if not records:
+        raise typer.BadParameter(f"no records in {data}" + (f" with split {split!r}" if split else ""))
+    op = set_operating_point(model or bundled_model_dir(), records, target_sensitivity, out)
+    typer.echo(
+        f"refer when P({op.node}) >= {op.threshold:.4f}: sensitivity {op.sensitivity:.3f}, "
+        f"specificity {op.specificity:.3f} on {op.chosen_on}"
+    )
+
+
 @app.command("model-card")
 def model_card(model: Optional[Path] = typer.Option(None, help="Model folder; default the bundled model.")):
     """Print the model card: intended use, training data, operating point and measured figures."""

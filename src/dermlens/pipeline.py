@@ -100,3 +100,28 @@ def write_report(out: Path, source: str, parts: dict, result, metrics: dict, sec
     (out / "report.md").write_text(text)
     (out / "report.html").write_text(f"<!doctype html><meta charset=utf-8><title>dermlens report</title><pre>{html.escape(text)}</pre>\n")
     return out / "report.md"
+
+
+def set_operating_point(model_dir: Path, records: list[Record], target_sensitivity: float, out: Path | None = None) -> "OperatingPoint":
+    """Choose a model's referral threshold afresh on labelled validation data (e.g. a new site's own images).
+
+    Writes the updated ``config.json`` into ``out`` (weights copied beside it) or, without ``out``, in place.
+    """
+    import shutil
+
+    from dermlens.models import save_model
+    from dermlens.taxonomy import ClassAssignment
+    from dermlens.train.recipe import choose_operating_point
+
+    predictor = Predictor(model_dir)
+    class_probs = predictor.predict_records(records)
+    assignment = ClassAssignment(predictor.taxonomy, predictor.config.classes)
+    config = predictor.config
+    config.operating_point = choose_operating_point(
+        predictor.taxonomy, assignment, class_probs, [r.node for r in records], target_sensitivity
+    )
+    target = out or model_dir
+    save_model(target, predictor.model, config)
+    if out is not None and (model_dir / "MODEL_CARD.md").is_file():
+        shutil.copy(model_dir / "MODEL_CARD.md", out / "MODEL_CARD.md")
+    return config.operating_point
