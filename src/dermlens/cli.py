@@ -24,7 +24,7 @@ def demo(
     image_size: int = typer.Option(128, help="Input size in pixels."),
     quiet: bool = typer.Option(False, help="No progress bars."),
 ):
-    """Main job: train a small model, evaluate it on a held-out split, write a report."""
+    """Quick job: fine-tune a small model on one grouped split, test it on the held-out part, write a report."""
     from dataclasses import replace
 
     from dermlens.pipeline import DEMO_TRAIN_CONFIG, run_main_job
