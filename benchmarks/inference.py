@@ -274,7 +274,7 @@ def accuracy(model_dir: Path, data: Path, out: Path, threads: int, quick: bool) 
         ax.plot(fpr, tpr, label=f"{name}: AUC {results[name]['auc']:.4f}", lw=1.2)
     ax.plot([0, 1], [0, 1], color="grey", lw=0.5, ls="--")
     ax.set(xlabel="1 - specificity", ylabel="sensitivity",
-           title=f"Melanoma vs nevus, HAM10000 val ({truth.sum()} + {(~truth).sum()} images)")
+           title=f"Melanoma vs nevus, HAM10000 val\n({truth.sum()} melanoma, {(~truth).sum()} nevus images)")
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "int8_vs_fp32_roc.png", dpi=120)
@@ -287,10 +287,11 @@ def accuracy(model_dir: Path, data: Path, out: Path, threads: int, quick: bool) 
 
 
 def print_report(reports: list[dict], acc: dict | None) -> None:
-    first = reports[0]
-    flops = first["flops_per_image"]
-    print(f"\nmodel FLOPs per image at {first['size']}x{first['size']}: {flops / 1e9:.3f} GFLOP "
-          f"(torch.utils.flop_counter; 2 FLOPs per multiply-add)")
+    if reports:
+        first = reports[0]
+        flops = first["flops_per_image"]
+        print(f"\nmodel FLOPs per image at {first['size']}x{first['size']}: {flops / 1e9:.3f} GFLOP "
+              f"(torch.utils.flop_counter; 2 FLOPs per multiply-add)")
     for report in reports:
         peak = report["matmul"]["best"]
         print(f"\n== {report['allocator']} malloc, {report['threads']} threads; fp32 matmul rate measured now: "
@@ -364,7 +365,7 @@ def main() -> None:
 
     reports = []
     jemalloc = next((p for p in JEMALLOC_CANDIDATES if Path(p).is_file()), None)
-    for allocator in args.allocators.split(","):
+    for allocator in [a for a in args.allocators.split(",") if a not in ("", "none")]:  # "none": accuracy only
         env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "MALLOC_CONF", "GLIBC_TUNABLES")}
         env["DERMLENS_NO_JEMALLOC"] = "1"  # this script chooses the allocator, not dermlens.runtime
         if allocator.startswith("jemalloc"):

@@ -193,7 +193,7 @@ def study(
     weights: Optional[str] = typer.Option(None, help="Local ImageNet weights file (for archs without packaged weights)."),
     image_size: Optional[int] = typer.Option(None, help="Input size; default the backbone's (128 for the synthetic set)."),
     spaces: str = typer.Option("three_way,nine_way,training_classes", help="Label spaces of the ablation (comma-separated)."),
-    head_epochs: int = typer.Option(40, help="Fast mode: epochs of each linear head."),
+    head_iterations: int = typer.Option(100, help="Fast mode: L-BFGS iterations of each linear head per L2 value."),
     epochs: int = typer.Option(12, help="Full mode: fine-tuning epochs per fold and space."),
     batch_size: int = typer.Option(64),
     n_boot: int = typer.Option(1000, help="Bootstrap resamples for the 95% CIs (resampled by group)."),
@@ -209,7 +209,7 @@ def study(
     cfg = StudyConfig(
         mode=mode, folds=folds, arch=arch, weights=weights, image_size=image_size or (None if data else 128),
         max_class_size=max_class_size, spaces=tuple(s.strip() for s in spaces.split(",") if s.strip()), seed=seed,
-        batch_size=batch_size, num_workers=workers, head_epochs=head_epochs, n_boot=n_boot,
+        batch_size=batch_size, num_workers=workers, head_iterations=head_iterations, n_boot=n_boot,
         saliency_per_class=saliency_per_class, train={"epochs": epochs},
     )
     report = run_study(data, out, cfg, readers=None if no_readers else (readers or SAMPLE_READERS), progress=not quiet)

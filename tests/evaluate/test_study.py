@@ -44,7 +44,7 @@ def readers_csv(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def fast_study(tiny_data, readers_csv, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("study-fast")
-    cfg = StudyConfig(folds=FOLDS, image_size=64, num_workers=0, head_epochs=15, n_boot=40, tsne_points=60,
+    cfg = StudyConfig(folds=FOLDS, image_size=64, num_workers=0, head_iterations=50, n_boot=40, tsne_points=60,
                       saliency_per_class=1)
     run_study(tiny_data, out, cfg, readers=readers_csv, progress=False)
     return out

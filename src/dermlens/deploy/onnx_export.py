@@ -335,7 +335,7 @@ def export_model(model_dir: str | Path, out_dir: str | Path | None = None, *, in
     config = read_config(model_dir)
     digest = weights_digest(model_dir, config)
     target = {p: (Path(out_dir) / FILE_NAMES[p] if out_dir else cached_export_path(digest, p)) for p in PRECISIONS}
-    written = {"fp32": export_onnx(model_dir, target["fp32"], config=None)}
+    written = {"fp32": export_onnx(model_dir, target["fp32"])}
     if int8:
         if calibration_data is None:
             raise ValueError("--int8 needs --calibration-data (a folder of images or a dataset)")

@@ -42,7 +42,7 @@ SPACE_LEVEL = {"three_way": 1, "nine_way": 2}
 SPACE_TITLES = {"three_way": "3 first-level classes", "nine_way": "9 second-level classes",
                 "training_classes": "partitioned training classes"}
 PREDICTIONS = "predictions"
-L2_GRID = (10.0, 3.0, 1.0, 0.3, 0.1, 0.03, 0.01, 3e-3, 1e-3, 3e-4)  # strongest first: each fit warm-starts the next
+L2_GRID = (3.0, 1.0, 0.3, 0.1, 0.03, 0.01, 3e-3, 1e-3, 3e-4)  # strongest first: each fit warm-starts the next
 DEFAULT_L2 = 1e-2
 STUDY_FILE = "study.json"
 RECORDS_FILE = "records.csv"
@@ -62,8 +62,8 @@ class StudyConfig:
     seed: int = 0
     batch_size: int = 64
     num_workers: int = 2
-    # fast mode: the linear head (L-BFGS iterations per L2 value = 5 x head_epochs)
-    head_epochs: int = 40
+    # fast mode: the linear head (L-BFGS iterations per L2 value on the grid)
+    head_iterations: int = 100
     balance: str = "loss"  # none | loss (inverse-frequency loss weights)
     # full mode: overrides of dermlens.train.recipe.TrainConfig (epochs, lr, batch_size, ...)
     train: dict = field(default_factory=dict)
@@ -203,9 +203,10 @@ def train_linear_head(
     and scaled for the solver and that is folded back into the weights, so the returned layer reads raw features,
     exactly as the network's own classifier does.
     """
+    # One thread: these are thin matrix products, and a second thread only adds synchronisation (measured on this
+    # machine under load, 7,500 x 1,280 features: 11 ms per loss evaluation on one thread, 78 ms on two).
     threads = torch.get_num_threads()
-    if x_train.size < 5_000_000:  # small problems: extra threads only add synchronisation (ruinous on a busy CPU)
-        torch.set_num_threads(1)
+    torch.set_num_threads(1)
     try:
         return _train_linear_head(x_train, y_train, x_val, y_val, n_classes, cfg, seed)
     finally:
@@ -236,9 +237,9 @@ def _train_linear_head(x_train, y_train, x_val, y_val, n_classes, cfg: StudyConf
     head = torch.nn.Linear(xt.shape[1], n_classes)
     torch.nn.init.zeros_(head.weight)
     torch.nn.init.zeros_(head.bias)
-    best, best_loss, chosen = None, math.inf, None
+    best, best_loss, chosen, worse = None, math.inf, None, 0
     for l2 in (L2_GRID if has_val else (DEFAULT_L2,)):
-        optimizer = torch.optim.LBFGS(head.parameters(), lr=1, max_iter=cfg.head_epochs * 5, history_size=10,
+        optimizer = torch.optim.LBFGS(head.parameters(), lr=1, max_iter=cfg.head_iterations, history_size=10,
                                       tolerance_grad=1e-5, tolerance_change=1e-9, line_search_fn="strong_wolfe")
 
         def closure(l2=l2):
@@ -253,8 +254,12 @@ def _train_linear_head(x_train, y_train, x_val, y_val, n_classes, cfg: StudyConf
         with torch.no_grad():
             val_loss = float(criterion(head(xv), yv))
         if val_loss < best_loss:
-            best_loss, chosen = val_loss, l2
+            best_loss, chosen, worse = val_loss, l2, 0
             best = {k: v.clone() for k, v in head.state_dict().items()}
+        else:
+            worse += 1
+            if worse == 2:  # validation loss is U-shaped in the penalty: past its minimum, stop
+                break
     if best is not None:
         head.load_state_dict(best)
     folded = torch.nn.Linear(xt.shape[1], n_classes)
