@@ -205,3 +205,14 @@ def test_confusion_keeps_ties_in_their_own_column():
     assert result["classes"] == ["a", "b", "(tie)"]
     assert result["counts"][0] == [1, 0, 1] and result["row_normalised"][0] == [0.5, 0.0, 0.5]
     assert confusion(["a", "b"], ["a", "b"], ["a", "b"])["classes"] == ["a", "b"]
+
+
+def test_pooled_datasets_keep_their_groups_apart(tmp_path):
+    from dermlens.evaluate.study import load_study_records
+
+    first = make_synthetic_dataset(tmp_path / "clinic_a", n_per_class=3, size=32, seed=0)
+    second = make_synthetic_dataset(tmp_path / "clinic_b", n_per_class=3, size=32, seed=0)  # same lesion ids
+    records = load_study_records([first, second])
+    groups = {r.group for r in records}
+    assert len(records) == 30 and len(groups) == 2 * len({r.group for r in load_records(first)})
+    assert all(g.startswith(("clinic_a:", "clinic_b:")) for g in groups)

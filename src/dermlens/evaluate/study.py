@@ -159,10 +159,11 @@ def feature_preprocessing(cfg: StudyConfig) -> Preprocessing:
     return replace(pre, size=cfg.image_size or pre.size, color_constancy="shades_of_gray" if cfg.color_constancy else None)
 
 
-def compute_features(records: list[Record], cfg: StudyConfig, cache_dir: Path, progress: bool = True) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def compute_features(records: list[Record], cfg: StudyConfig, cache_dir: Path, progress: bool = True) -> tuple[np.ndarray, np.ndarray, list[str], bool]:
     """Pre-logit features of the frozen ImageNet backbone for every record (cached by content of the request).
 
-    Returns (features (n, d) float32, ok (n,) bool, error messages of the images that failed to decode).
+    Returns (features (n, d) float32, ok (n,) bool, error messages of the images that failed to decode, whether
+    they came from the cache).
     """
     from dermlens.models import create_backbone
     from dermlens.models.features import extract_features
@@ -173,8 +174,8 @@ def compute_features(records: list[Record], cfg: StudyConfig, cache_dir: Path, p
     ).encode()).hexdigest()[:16]
     cache = cache_dir / f"features-{key}.npz"
     if cache.is_file():
-        stored = np.load(cache, allow_pickle=False)
-        return stored["features"], stored["ok"], [str(e) for e in stored["errors"]]
+        with np.load(cache, allow_pickle=False) as stored:
+            return stored["features"], stored["ok"], [str(e) for e in stored["errors"]], True
     model, _ = create_backbone(cfg.arch, 1, pretrained=True, weights=cfg.weights)
     model = model.to(memory_format=torch.channels_last).eval()
     dataset = _TolerantDataset(records, build_eval_transform(pre), pre.size)
@@ -189,7 +190,7 @@ def compute_features(records: list[Record], cfg: StudyConfig, cache_dir: Path, p
     features, ok = np.concatenate(feats).astype(np.float32), np.concatenate(oks).astype(bool)
     cache_dir.mkdir(parents=True, exist_ok=True)
     np.savez(cache, features=features, ok=ok, errors=np.array(errors, dtype=str))
-    return features, ok, errors
+    return features, ok, errors, False
 
 
 def train_linear_head(
@@ -385,9 +386,9 @@ def run_study(
 
     # 1. Decode everything once (fast mode: while computing the frozen features).
     t0 = time.time()
-    features = None
+    features, cached = None, False
     if cfg.mode == "fast":
-        features, ok, errors = compute_features(records, cfg, out / "cache", progress)
+        features, ok, errors, cached = compute_features(records, cfg, out / "cache", progress)
         timings["features_seconds"] = time.time() - t0
     else:
         ok, errors = check_images(records, progress)
@@ -473,7 +474,7 @@ def run_study(
         "model_dir": str(model_dir) if model_dir else None, "saliency": saliency_note,
         "readers": str(readers) if readers else None,
         "fixed_split_ignored": any(r.split for r in records),
-        "timings": timings,
+        "timings": timings, "features_cached": cached,
     }
     (pred_dir / STUDY_FILE).write_text(json.dumps(study, indent=2, default=str) + "\n")
     t0 = time.time()

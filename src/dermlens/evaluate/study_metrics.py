@@ -318,8 +318,8 @@ def analyse_study(study_dir: str | Path, readers: str | Path | None = None, n_bo
     reader_list = load_readers(readers) if readers else []
     study = sp.study
     metrics: dict = {
-        "study": {k: study[k] for k in ("source", "data", "synthetic", "n_records", "n_usable", "taxonomy_version",
-                                        "fixed_split_ignored", "timings", "model_dir")},
+        "study": {k: study.get(k) for k in ("source", "data", "synthetic", "n_records", "n_usable", "taxonomy_version",
+                                            "fixed_split_ignored", "timings", "features_cached", "model_dir")},
         "config": study["config"],
         "decode_errors": study["decode_errors"],
         "readers_file": str(readers) if readers else None,

@@ -104,6 +104,6 @@ def tsne_figure(embedding: np.ndarray, labels: np.ndarray) -> bytes:
         ax.scatter(pts[:, 0], pts[:, 1], s=6, alpha=0.7, color=cmap(k % cmap.N), label=f"{c} ({len(pts)})")
     ax.set_xticks([])
     ax.set_yticks([])
-    ax.legend(fontsize=7, markerscale=2, loc="best")
+    ax.legend(fontsize=7, markerscale=2, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
     ax.set_title("t-SNE of the last hidden layer", fontsize=9)
     return to_png(fig)

@@ -18,7 +18,7 @@ body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:11
 h1{font-size:1.6em}h2{margin-top:2em;border-bottom:1px solid #ddd;padding-bottom:.2em}h3{font-size:1.05em}
 table{border-collapse:collapse;margin:.8em 0;font-size:.88em}th,td{border:1px solid #ccc;padding:.25em .55em;text-align:right}
 th{background:#f3f3f3}td.l,th.l{text-align:left}.warn{background:#fff3cd;border:1px solid #e0c36b;padding:.6em 1em}
-.note{color:#555;font-size:.9em}.figs{display:flex;flex-wrap:wrap;gap:1em}.figs img{max-width:100%}
+.note{color:#555;font-size:.9em}.figs{display:flex;flex-wrap:wrap;gap:1em}img{max-width:100%;height:auto}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(330px,1fr));gap:.8em}
 .case{border:1px solid #ddd;padding:.4em;font-size:.8em}.case img{width:48%;margin:1%}.ok{color:#176117}.bad{color:#9b1c1c}
 """
@@ -57,10 +57,12 @@ def _ms(d: dict | None, digits=3) -> str:
     return f"{d['mean']:.{digits}f} ± {d['sd']:.{digits}f}"
 
 
-def _table(header: list[str], rows: list[list[str]], left: int = 1) -> str:
-    head = "".join(f"<th class=l>{h}</th>" if i < left else f"<th>{h}</th>" for i, h in enumerate(header))
+def _table(header: list[str], rows: list[list[str]], left: int = 1, text_last: bool = False) -> str:
+    """Numbers right-aligned; the first ``left`` columns (and the last, for ``text_last``) are text."""
+    is_text = lambda i: i < left or (text_last and i == len(header) - 1)  # noqa: E731
+    head = "".join(f"<th class=l>{h}</th>" if is_text(i) else f"<th>{h}</th>" for i, h in enumerate(header))
     body = "".join(
-        "<tr>" + "".join(f"<td class=l>{c}</td>" if i < left else f"<td>{c}</td>" for i, c in enumerate(r)) + "</tr>"
+        "<tr>" + "".join(f"<td class=l>{c}</td>" if is_text(i) else f"<td>{c}</td>" for i, c in enumerate(r)) + "</tr>"
         for r in rows
     )
     return f"<table><tr>{head}</tr>{body}</table>"
@@ -114,7 +116,8 @@ def _sections(study_dir: Path, m: dict) -> list[str]:
                  if cfg["mode"] == "fast"
                  else f"full fine-tuning per fold and label space ({html.escape(json.dumps(cfg['train']))})"],
         ["backbone", f"{cfg['arch']} at {cfg['image_size'] or 'its own'} px; max_class_size {cfg['max_class_size']:g}"],
-        ["time", ", ".join(f"{k.replace('_seconds', '')} {v:.0f} s" for k, v in t.items()) or "–"],
+        ["time", ", ".join(f"{k.replace('_seconds', '')} {v:.0f} s" for k, v in t.items())
+                 + (" (features from the cache of an earlier run)" if s.get("features_cached") else "") or "–"],
         ["taxonomy", s["taxonomy_version"]],
     ], left=2))
 
@@ -167,7 +170,7 @@ def _sections(study_dir: Path, m: dict) -> list[str]:
     if reader_rows:
         parts.append("<h3>Readers</h3>")
         parts.append(_table(["task", "reader", "sensitivity", "specificity", "model sens. at that spec.",
-                             "below curve", "source"], reader_rows, left=2))
+                             "below curve", "source"], reader_rows, left=2, text_last=True))
         parts.append("<p class=note>Reader points come from published studies on their own images "
                      f"({html.escape(str(m.get('readers_file')))}): context, not a head-to-head comparison.</p>")
     elif m.get("readers_file"):
@@ -221,12 +224,14 @@ def _sections(study_dir: Path, m: dict) -> list[str]:
     sal = m.get("saliency") or {}
     if sal.get("status") == "ok" and sal.get("cases"):
         folder = study_dir / sal["dir"]
+        order = [m for m in ("input_gradient", "gradcam") if m in sal["methods"]]  # the paper's map first
+        order += [m for m in sal["methods"] if m not in order]
         parts.append("<h2>Saliency: correct and incorrect cases per class</h2>")
         parts.append(f"<p class=note>Left: the paper's map (L1 norm over colour channels of the input gradient, "
                      f"lightly smoothed); right: Grad-CAM. Each explains {html.escape(sal['explained'])}.</p><div class=grid>")
         for case in sal["cases"]:
             verdict = "<span class=ok>correct</span>" if case["correct"] else "<span class=bad>wrong</span>"
-            images = "".join(_file_img(folder / case["overlays"][mth], mth) for mth in sal["methods"] if mth in case["overlays"])
+            images = "".join(_file_img(folder / case["overlays"][mth], mth) for mth in order if mth in case["overlays"])
             parts.append(f"<div class=case>{verdict}: truth <b>{html.escape(case['truth_node'])}</b>, predicted "
                          f"<b>{html.escape(case['predicted_node'])}</b> (p={case.get('probability', float('nan')):.2f})<br>"
                          f"{images}<br><span class=note>{html.escape(Path(case['path']).name)}</span></div>")
