@@ -10,7 +10,6 @@ import pytest
 from dermlens.data.datasets import load_records
 from dermlens.data.synthetic import make_synthetic_dataset
 from dermlens.evaluate.operating_point import threshold_for_sensitivity
-from dermlens.evaluate.readers import Reader
 from dermlens.evaluate.study import (
     StudyConfig,
     load_fold,
@@ -53,7 +52,7 @@ def fast_study(tiny_data, readers_csv, tmp_path_factory) -> Path:
 def test_report_and_metrics_are_written_with_the_expected_keys(fast_study):
     html = (fast_study / "report.html").read_text()
     metrics = json.loads((fast_study / "metrics.json").read_text(), parse_constant=lambda c: pytest.fail(f"{c} in JSON"))
-    for key in ("study", "config", "ablation", "folds", "confusion", "isic_dataset_classes", "binary", "calibration",
+    for key in ("study", "config", "ablation", "folds", "confusion", "isic", "binary", "calibration",
                 "tsne", "saliency"):
         assert key in metrics, key
     assert set(metrics["ablation"]) == {"three_way", "nine_way", "training_classes"}
@@ -216,3 +215,23 @@ def test_pooled_datasets_keep_their_groups_apart(tmp_path):
     groups = {r.group for r in records}
     assert len(records) == 30 and len(groups) == 2 * len({r.group for r in load_records(first)})
     assert all(g.startswith(("clinic_a:", "clinic_b:")) for g in groups)
+
+
+def test_isic_metrics_fall_back_to_training_classes_when_labels_nest():
+    from types import SimpleNamespace
+
+    from dermlens.evaluate.study_metrics import isic_metrics
+    from dermlens.taxonomy import TrainingClass
+
+    tax = default_taxonomy()
+    # "actinic_keratosis" nests under "keratinocyte_intraepithelial_neoplasia" (HAM10000's akiec + a finer dataset).
+    nodes = ["keratinocyte_intraepithelial_neoplasia", "actinic_keratosis", "melanocytic_nevus", "melanocytic_nevus"]
+    classes = [TrainingClass("melanocytic_nevus", 2), TrainingClass("keratinocyte_intraepithelial_neoplasia", 2)]
+    log_probs = np.log(np.array([[0.2, 0.8], [0.3, 0.7], [0.9, 0.1], [0.4, 0.6]]))
+    part = {"classes": classes, "test_index": np.arange(4), "test_log_probs": log_probs}
+    sp = SimpleNamespace(nodes=nodes, node_ids=list(tax), taxonomy=tax, n_folds=1)
+    pooled = {"index": np.arange(4), "fold": np.zeros(4, int), "node_probs": None, "parts": [part]}
+    result = isic_metrics(sp, pooled)
+    assert result["level"].startswith("training classes")
+    assert result["classes"] == ["melanocytic_nevus", "keratinocyte_intraepithelial_neoplasia"]
+    assert result["balanced_multiclass_accuracy"] == pytest.approx((1 / 2 + 1) / 2)  # nevus 1 of 2, the other 2 of 2

@@ -54,7 +54,7 @@ def _metrics():
                    "training_classes": {"three_way": {"accuracy": 0.8}, "training_classes": {"balanced_accuracy": 0.7}}}
                   for k in range(2)],
         "confusion": {"three_way": confusion, "training_classes": confusion},
-        "isic_dataset_classes": {"classes": ["melanoma", "melanocytic_nevus"], "support": [3, 5],
+        "isic": {"level": "dataset classes", "classes": ["melanoma", "melanocytic_nevus"], "support": [3, 5],
                                  "balanced_multiclass_accuracy": 0.7, "accuracy": 0.75, "n_ties": 0,
                                  "recall": [0.66, None], "auc": [0.8, float("nan")], "mean_auc": 0.8,
                                  "partial_auc_above_0.8_sensitivity": [0.1, None], "partial_auc_min_sensitivity": 0.8,
@@ -92,7 +92,7 @@ def test_report_is_self_contained_escaped_and_json_is_strict(tmp_path):
     assert "<script" not in page and "src=\"http" not in page
     text = (tmp_path / "metrics.json").read_text()
     metrics = json.loads(text, parse_constant=lambda c: (_ for _ in ()).throw(AssertionError(f"{c} in metrics.json")))
-    assert metrics["isic_dataset_classes"]["auc"] == [0.8, None]  # NaN written as null
+    assert metrics["isic"]["auc"] == [0.8, None]  # NaN written as null
 
 
 def test_report_without_readers_or_tasks_still_renders(tmp_path):

@@ -336,7 +336,9 @@ def write_records(path: Path, records: list[Record], fold_of: np.ndarray, ok: np
         writer = csv.writer(handle)
         writer.writerow(["index", "path", "label", "node", "group", "modality", "fold", "ok"])
         for i, r in enumerate(records):
-            writer.writerow([i, str(r.path), r.label, r.node, r.group, r.modality, int(fold_of[i]), int(ok[i])])
+            # Absolute paths: the report may be rebuilt from another working directory.
+            writer.writerow([i, str(Path(r.path).absolute()), r.label, r.node, r.group, r.modality, int(fold_of[i]),
+                             int(ok[i])])
 
 
 def read_records(path: Path) -> list[dict]:

@@ -34,7 +34,7 @@ from dermlens.evaluate.isic_metrics import (
 )
 from dermlens.evaluate.operating_point import threshold_for_sensitivity, threshold_for_specificity
 from dermlens.evaluate.readers import load_readers, readers_below_curve
-from dermlens.evaluate.study import PREDICTIONS, RECORDS_FILE, STUDY_FILE, SPACE_LEVEL, load_fold, read_records, targets_for
+from dermlens.evaluate.study import PREDICTIONS, RECORDS_FILE, STUDY_FILE, load_fold, read_records, targets_for
 from dermlens.taxonomy import ClassAssignment, Taxonomy, TrainingClass, default_taxonomy, tree_sum_matrix
 
 # The paper's binary tasks (positive node, negative node); scored by P(positive node).
@@ -169,18 +169,36 @@ def main_model_confusions(sp: StudyPredictions, pooled: dict) -> dict:
     return out
 
 
-def isic_dataset_classes(sp: StudyPredictions, pooled: dict) -> dict | None:
-    """ISIC metrics on the dataset's own classes (as the ISIC challenge scores HAM10000's seven), pooled and per fold."""
+def isic_metrics(sp: StudyPredictions, pooled: dict) -> dict | None:
+    """ISIC metrics on the dataset's own classes (as the ISIC challenge scores HAM10000's seven), pooled and per fold.
+
+    When the dataset's labels nest (pooled datasets labelled at different depths), they are no partition; the
+    training classes are one by construction and are used instead, if every fold has the same ones.
+    """
     classes = sorted(set(sp.nodes[i] for i in pooled["index"]), key=sp.node_ids.index)
+    if len(classes) < 2:
+        return None
     nested = [c for c in classes if any(a in classes for a in sp.taxonomy.ancestors(c))]
-    if len(classes) < 2 or nested:
-        return None if len(classes) < 2 else {"skipped": f"dataset classes are nested ({nested}); not a partition"}
-    cols = [sp.node_ids.index(c) for c in classes]
-    y = np.array([classes.index(sp.nodes[i]) for i in pooled["index"]])
-    p = pooled["node_probs"][:, cols]
+    if not nested:
+        cols = [sp.node_ids.index(c) for c in classes]
+        y = np.array([classes.index(sp.nodes[i]) for i in pooled["index"]])
+        p, fold, level = pooled["node_probs"][:, cols], pooled["fold"], "dataset classes"
+    else:
+        class_lists = {tuple(c.node for c in part["classes"]) for part in pooled["parts"]}
+        if len(class_lists) != 1:
+            return {"skipped": f"dataset classes nest ({nested[:5]}) and the training classes differ between folds"}
+        classes = list(class_lists.pop())
+        ys, ps, folds = [], [], []
+        for k, part in enumerate(pooled["parts"]):
+            y = targets_for(ClassAssignment(sp.taxonomy, part["classes"]), [sp.nodes[i] for i in part["test_index"]])
+            ys.append(y[y >= 0])
+            ps.append(np.exp(part["test_log_probs"][y >= 0].astype(np.float64)))
+            folds.append(np.full(int((y >= 0).sum()), k))
+        y, p, fold = np.concatenate(ys), np.concatenate(ps), np.concatenate(folds)
+        level = f"training classes (the dataset's labels nest, e.g. {', '.join(nested[:3])})"
     summary = isic_summary(y, p, classes, MIN_SENSITIVITY)
-    per_fold = [balanced_multiclass_accuracy(y[pooled["fold"] == k], p[pooled["fold"] == k])
-                for k in range(sp.n_folds) if (pooled["fold"] == k).any()]
+    summary["level"] = level
+    per_fold = [balanced_multiclass_accuracy(y[fold == k], p[fold == k]) for k in range(sp.n_folds) if (fold == k).any()]
     summary["balanced_multiclass_accuracy_over_folds"] = _mean_sd(per_fold)
     return summary
 
@@ -351,7 +369,7 @@ def analyse_study(study_dir: str | Path, readers: str | Path | None = None, n_bo
     # The main model: training classes.
     pooled = sp.pooled("training_classes")
     metrics["confusion"] = main_model_confusions(sp, pooled)
-    metrics["isic_dataset_classes"] = isic_dataset_classes(sp, pooled)
+    metrics["isic"] = isic_metrics(sp, pooled)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         metrics["binary"] = binary_tasks(sp, pooled, reader_list, n_boot, progress)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import json
 import math
 from pathlib import Path
@@ -66,22 +65,6 @@ def _table(header: list[str], rows: list[list[str]], left: int = 1, text_last: b
         for r in rows
     )
     return f"<table><tr>{head}</tr>{body}</table>"
-
-
-def _thumbnail(path: str, side: int = 160) -> str:
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            im = im.convert("RGB")
-            s = min(im.size)
-            left, top = (im.width - s) // 2, (im.height - s) // 2
-            im = im.crop((left, top, left + s, top + s)).resize((side, side))
-            buffer = io.BytesIO()
-            im.save(buffer, format="PNG")
-        return _img(buffer.getvalue(), Path(path).name)
-    except Exception:  # the data may have moved since the study ran; the overlays still show the photo
-        return ""
 
 
 def _dataset_title(study: dict) -> str:
@@ -178,9 +161,12 @@ def _sections(study_dir: Path, m: dict) -> list[str]:
                      "modalities.</p>")
 
     # ISIC
-    isic = m.get("isic_dataset_classes")
+    isic = m.get("isic")
     if isic and "classes" in isic:
-        parts.append("<h2>ISIC multi-class metrics on the dataset's classes (main model, pooled test folds)</h2>")
+        parts.append(f"<h2>ISIC multi-class metrics on the {html.escape(isic['level'].split(' (')[0])} "
+                     "(main model, pooled test folds)</h2>")
+        if "(" in isic["level"]:
+            parts.append(f"<p class=note>Scored on the {html.escape(isic['level'])}.</p>")
         parts.append(f"<p>Balanced multi-class accuracy {isic['balanced_multiclass_accuracy']:.3f} "
                      f"(over folds {_ms(isic['balanced_multiclass_accuracy_over_folds'])}); accuracy "
                      f"{isic['accuracy']:.3f}; mean AUC {_f(isic['mean_auc'])}; ties {isic['n_ties']}.</p>")
@@ -189,6 +175,9 @@ def _sections(study_dir: Path, m: dict) -> list[str]:
             [html.escape(c), str(n), _f(r), _f(a), _f(p, 4)]
             for c, n, r, a, p in zip(isic["classes"], isic["support"], isic["recall"], isic["auc"], isic[pauc_key])
         ]))
+
+    elif isic and "skipped" in isic:
+        parts.append(f"<h2>ISIC multi-class metrics</h2><p class=note>Not computed: {html.escape(isic['skipped'])}.</p>")
 
     # Confusion matrices
     parts.append("<h2>Confusion matrices (main model, pooled test folds)</h2>")
