@@ -10,10 +10,30 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from typer.core import TyperGroup
+
+class DefaultCommandGroup(TyperGroup):
+    """A command group that runs its ``run`` command when the first argument names none of its subcommands.
+
+    So ``dermlens segment a.jpg b.jpg`` means ``dermlens segment run a.jpg b.jpg`` while
+    ``dermlens segment train ...`` still reaches the ``train`` subcommand.
+    """
+
+    default_command = "run"
+
+    def parse_args(self, ctx, args):
+        if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
+            args = [self.default_command, *args]
+        return super().parse_args(ctx, args)
+
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Skin-lesion classification over a disease taxonomy (research tool, not a medical device).")
 taxonomy_app = typer.Typer(no_args_is_help=True, help="Show the disease taxonomy and how a dataset partitions it.")
 app.add_typer(taxonomy_app, name="taxonomy")
+
+from dermlens.fraction.pet.cli import pet_app  # noqa: E402  (its commands import their work lazily)
+
+app.add_typer(pet_app, name="pet")
 
 
 @app.command()
@@ -359,6 +379,182 @@ def serve(
         raise typer.Exit(2)
     typer.echo(f"dermlens serving on http://{host}:{port}/ (API docs at /docs); Ctrl-C stops", err=True)
     uvicorn.run(application, host=host, port=port, log_level="info")
+
+
+segment_app = typer.Typer(
+    cls=DefaultCommandGroup, no_args_is_help=True,
+    help="Lesion tissue-fraction segmentation: `dermlens segment IMAGE... --out DIR`, or train / evaluate a segmenter.",
+)
+app.add_typer(segment_app, name="segment")
+
+
+@segment_app.command("run")
+def segment_run(
+    images: list[Path] = typer.Argument(..., help="Image files or folders."),
+    out: Path = typer.Option(..., help="Output folder: <stem>_fraction.png, <stem>_mask.png, measurements.csv."),
+    model: Optional[Path] = typer.Option(None, help="A segmenter folder; default: the bundled one."),
+    tta: bool = typer.Option(True, help="Average over flips."),
+    mm_per_pixel: Optional[float] = typer.Option(None, help="Scale of the photos, to add measurements in mm."),
+    quiet: bool = typer.Option(False, help="No progress bar."),
+):
+    """Per-pixel lesion fraction (8-bit PNG, 255 = all lesion), binary mask at 0.5, and lesion measurements."""
+    from dermlens.fraction.batch import segment_images
+    from dermlens.fraction.segmenter import Segmenter
+
+    try:
+        segmenter = Segmenter(model, tta=tta)
+    except FileNotFoundError as e:
+        typer.echo(str(e), err=True)
+        raise typer.Exit(2)
+    rows = segment_images(images, out, segmenter, mm_per_pixel=mm_per_pixel, progress=not quiet)
+    failed = [r for r in rows if r["error"]]
+    for row in failed:
+        typer.echo(f"error: {row['error']}", err=True)
+    typer.echo(f"{len(rows) - len(failed)} segmented, {len(failed)} failed; {out / 'measurements.csv'}")
+    if failed or not rows:
+        raise typer.Exit(1)
+
+
+@segment_app.command("train")
+def segment_train(
+    data: Path = typer.Option(..., help="Dataset with labels.csv columns image, mask and split (e.g. ../shared/data/ham10000)."),
+    out: Path = typer.Option(..., help="Run folder: model/, checkpoint/, metrics.jsonl."),
+    epochs: int = typer.Option(10),
+    batch_size: int = typer.Option(16),
+    lr: float = typer.Option(1e-3, help="Peak learning rate of the decoder (the encoder gets a tenth)."),
+    width: int = typer.Option(192, help="Model grid width."),
+    height: int = typer.Option(144, help="Model grid height."),
+    target: str = typer.Option("fraction", help="fraction (soft-label cross-entropy) or binary (the conventional baseline)."),
+    max_steps_per_epoch: Optional[int] = typer.Option(None, help="Cap steps per epoch (quick runs)."),
+    resume: bool = typer.Option(False, help="Continue from the run folder's last checkpoint."),
+    seed: int = typer.Option(0),
+    quiet: bool = typer.Option(False),
+):
+    """Train a tissue-fraction U-Net (EfficientNet-Lite0 encoder) on the dataset's `train` split, select on `val`."""
+    from dermlens.fraction.pairs import load_pairs
+    from dermlens.fraction.training import SegmentTrainConfig, train_segmenter
+
+    if target not in ("fraction", "binary"):
+        raise typer.BadParameter("fraction or binary", param_hint="--target")
+    cfg = SegmentTrainConfig(input_size=(width, height), epochs=epochs, batch_size=batch_size, lr=lr, target=target,
+                             max_steps_per_epoch=max_steps_per_epoch, seed=seed)
+    try:
+        train_pairs, val_pairs = load_pairs(data, "train"), load_pairs(data, "val")
+        model_dir = train_segmenter(train_pairs, val_pairs, out, cfg, resume=resume, progress=not quiet,
+                                    provenance={"data": str(data), "train_images": len(train_pairs), "val_images": len(val_pairs)})
+    except (FileNotFoundError, FileExistsError, ValueError) as e:
+        typer.echo(str(e), err=True)
+        raise typer.Exit(2)
+    typer.echo(f"model: {model_dir}")
+
+
+@segment_app.command("evaluate")
+def segment_evaluate(
+    data: Path = typer.Option(..., help="Dataset with labels.csv columns image and mask."),
+    model: Optional[Path] = typer.Option(None, help="A segmenter folder; default: the bundled one."),
+    split: Optional[str] = typer.Option(None, help="Only this split (e.g. test); default: every row with a mask."),
+    out: Optional[Path] = typer.Option(None, help="Write metrics.json (with per-image Jaccard) here."),
+    tta: bool = typer.Option(True),
+    quiet: bool = typer.Option(False),
+):
+    """Mean Jaccard and ISIC thresholded Jaccard (0 below 0.65), with 95% bootstrap intervals."""
+    from dermlens.fraction.evaluation import evaluate_dataset
+
+    try:
+        metrics = evaluate_dataset(data, model, split=split, tta=tta, progress=not quiet)
+    except (FileNotFoundError, ValueError) as e:
+        typer.echo(str(e), err=True)
+        raise typer.Exit(2)
+    summary = {k: v for k, v in metrics.items() if k != "per_image"}
+    typer.echo(json.dumps(summary, indent=2))
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+
+
+screen_app = typer.Typer(
+    cls=DefaultCommandGroup, no_args_is_help=True,
+    help="Wide-field screening: `dermlens screen PHOTO... --out DIR` finds lesions and ranks ugly ducklings; or make-benchmark / train-head.",
+)
+app.add_typer(screen_app, name="screen")
+
+
+@screen_app.command("run")
+def screen_run(
+    photos: list[Path] = typer.Argument(..., help="Wide-field photos (files or folders)."),
+    out: Path = typer.Option(..., help="Output folder: <stem>.json, <stem>.annotated.jpg, <stem>.crops/rank<k>.jpg."),
+    model: Optional[Path] = typer.Option(None, help="Classifier folder; default the bundled model."),
+    lesion_head: Optional[Path] = typer.Option(None, help="Lesion/not-lesion head folder; default the bundled one."),
+    per_photo: bool = typer.Option(False, "--per-photo", help="Each photo is its own patient (default: all photos are one patient)."),
+    patients: Optional[Path] = typer.Option(None, help="CSV with columns image,patient grouping the photos into patients."),
+    size_weight: float = typer.Option(0.0, help="Share of relative size in the ugly-duckling score (0-1)."),
+    top_crops: int = typer.Option(5, help="Crops written for this many top-ranked lesions per photo."),
+    quiet: bool = typer.Option(False, help="No progress bar."),
+):
+    """Find every pigmented lesion, flag the suspicious ones, rank each patient's ugly ducklings (rank 1 = most unlike)."""
+    from dermlens.data.io import find_images
+    from dermlens.predict import NoModelError
+    from dermlens.screen.lesion_head import HeadMismatchError
+    from dermlens.screen.screener import ScreenConfig, Screener, patient_ids, screen_files
+
+    files = find_images(photos)
+    try:
+        groups = patient_ids(files, "photo" if per_photo else "all", patients)
+        screener = Screener(model, lesion_head, ScreenConfig(size_weight=size_weight))
+    except (NoModelError, HeadMismatchError, FileNotFoundError) as e:
+        typer.echo(str(e), err=True)
+        raise typer.Exit(2)
+    except ValueError as e:
+        raise typer.BadParameter(str(e))
+    try:
+        summary = screen_files(screener, files, out, groups, top_crops=top_crops, progress=not quiet,
+                               on_error=lambda name, problem: typer.echo(f"{name}: {problem}", err=True))
+    except ValueError as e:
+        raise typer.BadParameter(str(e))
+    lesions = sum(len(r.lesions) for r in summary.results)
+    suspicious = sum(l.suspicious for r in summary.results for l in r.lesions)
+    typer.echo(f"{len(files)} photos ({len(summary.failed)} failed): {lesions} lesions, {suspicious} suspicious; outputs in {out}")
+    if summary.failed or not files:
+        raise typer.Exit(1)
+
+
+@screen_app.command("make-benchmark")
+def screen_make_benchmark(
+    data: Path = typer.Option(..., help="HAM10000 folder with labels.csv, images/ and masks/."),
+    out: Path = typer.Option(..., help="Benchmark folder: pNNN.jpg, pNNN.truth.json, benchmark.json."),
+    patients: int = typer.Option(100, help="Synthetic patients (one photo each)."),
+    split: str = typer.Option("test", help="Source split: test for figures, train for tuning and the lesion head."),
+    seed: int = typer.Option(0),
+    quiet: bool = typer.Option(False, help="No progress bars."),
+):
+    """Compose synthetic wide-field patients from real HAM10000 lesions on generated skin, with ground truth."""
+    from dermlens.screen.benchmark import make_benchmark
+
+    try:
+        manifest = make_benchmark(data, out, patients=patients, seed=seed, split=split, progress=not quiet)
+    except (FileNotFoundError, ValueError) as e:
+        typer.echo(str(e), err=True)
+        raise typer.Exit(2)
+    typer.echo(f"{patients} patients from the {split} split: {manifest}")
+
+
+@screen_app.command("train-head")
+def screen_train_head(
+    benchmark: Path = typer.Option(..., help="A benchmark made from the train split (`screen make-benchmark --split train`)."),
+    out: Path = typer.Option(..., help="Folder for lesion_head.safetensors and lesion_head.json."),
+    model: Optional[Path] = typer.Option(None, help="Classifier folder whose embedding the head reads; default the bundled model."),
+    target_recall: float = typer.Option(0.98, help="Share of true lesions the head's threshold lets through (held-out photos)."),
+    quiet: bool = typer.Option(False, help="No progress bars."),
+):
+    """Train the lesion/not-lesion head on detector candidates of a train-split benchmark."""
+    from dermlens.screen.benchmark import train_lesion_head
+
+    try:
+        folder = train_lesion_head(benchmark, out, model, target_recall=target_recall, progress=not quiet)
+    except (FileNotFoundError, ValueError) as e:
+        typer.echo(str(e), err=True)
+        raise typer.Exit(2)
+    typer.echo(f"lesion head: {folder}\n{(folder / 'lesion_head.json').read_text()}")
 
 
 def main():  # pragma: no cover - the console-script entry point

@@ -1,0 +1,55 @@
+"""The ugly-duckling score: how unlike a lesion is to the rest of the same patient's lesions.
+
+Dermatologists look for the mole that does not fit the patient's pattern (Grob & Bonerandi 1998); Soenksen et al.
+(Sci. Transl. Med. 2021) made it a number: the distance between a lesion's CNN embedding and the patient's other
+lesions, scaled within the patient. Here: the cosine distance to the mean embedding of the patient's *other* lesions
+(of unit-length embeddings, leaving the lesion itself out, so one odd mole does not pull the reference towards itself), min-max scaled within
+the patient, optionally mixed with relative size.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def _min_max(values: np.ndarray) -> np.ndarray:
+    span = values.max() - values.min() if values.size else 0.0
+    return (values - values.min()) / span if span > 1e-12 else np.zeros_like(values)
+
+
+def cosine_distance_to_others(embeddings: np.ndarray) -> np.ndarray:
+    """(n,) cosine distance of each row to the mean of all *other* rows (after scaling rows to unit length, so a
+    lesion's weight in the reference does not depend on its embedding's magnitude); 0 for a single lesion."""
+    e = np.asarray(embeddings, dtype=np.float64)
+    if e.ndim != 2:
+        raise ValueError(f"embeddings must be (n_lesions, n_features), got shape {e.shape}")
+    n = len(e)
+    if n < 2:
+        return np.zeros(n)
+    e = e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)  # direction only: cosine space
+    others = (e.sum(0, keepdims=True) - e) / (n - 1)
+    dot = (e * others).sum(1)
+    norms = np.linalg.norm(e, axis=1) * np.linalg.norm(others, axis=1)
+    cosine = np.where(norms > 1e-12, dot / np.maximum(norms, 1e-12), 1.0)  # a zero vector is "like the others"
+    return np.clip(1.0 - cosine, 0.0, 2.0)
+
+
+def ugly_duckling_scores(embeddings: np.ndarray, sizes: np.ndarray | None = None, size_weight: float = 0.0) -> np.ndarray:
+    """(n,) scores in [0, 1] within one patient: 1 for the lesion most unlike the others, 0 for the most typical.
+
+    ``size_weight`` in [0, 1] mixes in relative size (min-max scaled diameter), as the paper's combined score did;
+    0 uses the embedding alone. With fewer than two lesions, or when all are alike, every score is 0.
+    """
+    if not 0.0 <= size_weight <= 1.0:
+        raise ValueError(f"size_weight must be in [0, 1], got {size_weight}")
+    score = _min_max(cosine_distance_to_others(embeddings))
+    if size_weight > 0 and sizes is not None and len(score) > 1:
+        score = (1 - size_weight) * score + size_weight * _min_max(np.asarray(sizes, dtype=np.float64))
+    return score
+
+
+def ranks(scores: np.ndarray) -> np.ndarray:
+    """(n,) 1-based ranks, 1 for the highest score; ties keep the input order."""
+    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
+    out = np.empty(len(order), dtype=int)
+    out[order] = np.arange(1, len(order) + 1)
+    return out

@@ -1,0 +1,325 @@
+"""Wide-field screening: photos in, every pigmented lesion out, suspicious ones flagged, ugly ducklings ranked.
+
+    photo ─► detect.detect_candidates (blobs on a contrast-enhanced darkness map)
+          ─► a square crop around each candidate ─► the bundled classifier, once per crop:
+                 1280-number embedding ─► lesion_head: lesion or not (skin, skin edge, background)
+                 the same embedding ─► the classifier's own last layer ─► taxonomy probabilities ─► suspicious?
+          ─► per patient (all photos of one call, or one photo each, or a CSV): score.ugly_duckling_scores ─► rank
+          ─► <stem>.json, <stem>.annotated.jpg, crops of the top lesions
+
+No HTTP here and no printing: the CLI and the web service call :class:`Screener` and :func:`write_outputs`.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+from dermlens.data.io import ImageDecodeError, load_image
+from dermlens.models.features import classifier_layer, pre_logits
+from dermlens.screen.detect import DetectorConfig, detect_candidates
+from dermlens.screen.lesion_head import BUNDLED_HEAD_DIR, LesionHead
+from dermlens.screen.score import ranks, ugly_duckling_scores
+
+
+@dataclass(frozen=True)
+class ScreenConfig:
+    detector: DetectorConfig = DetectorConfig()
+    crop_context: float = 1.6  # a crop's side is this many times the candidate box's longer side
+    size_weight: float = 0.0  # share of relative size in the ugly-duckling score (0: embedding only)
+    batch_size: int = 32
+
+
+@dataclass
+class Lesion:
+    box: list[int]  # [x0, y0, x1, y1], pixels of the input photo
+    p_lesion: float
+    p_malignant: float
+    suspicious: bool
+    top_class: str
+    probabilities: dict[str, float]  # the classifier's training classes
+    diameter: float
+    contrast: float
+    embedding: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0))
+    ugly_duckling_score: float = 0.0
+    rank: int = 0
+
+    def to_dict(self) -> dict:
+        return {
+            "box": self.box, "p_malignant": round(self.p_malignant, 5), "suspicious": self.suspicious,
+            "ugly_duckling_score": round(self.ugly_duckling_score, 5), "rank": self.rank,
+            "p_lesion": round(self.p_lesion, 5), "top_class": self.top_class, "diameter_px": round(self.diameter, 1),
+            "contrast": round(self.contrast, 2), "probabilities": {k: round(v, 5) for k, v in self.probabilities.items()},
+        }
+
+
+@dataclass
+class PhotoResult:
+    image: str
+    patient: str = ""
+    width: int = 0
+    height: int = 0
+    candidates: int = 0  # spots the detector found, lesions or not
+    lesions: list[Lesion] = field(default_factory=list)
+    error: str = ""
+
+    def to_dict(self) -> dict:
+        return {
+            "image": self.image, "patient": self.patient, "width": self.width, "height": self.height,
+            "error": self.error, "candidates": self.candidates,
+            "lesions": [lesion.to_dict() for lesion in sorted(self.lesions, key=lambda l: l.rank)],
+        }
+
+
+def square_crop(rgb: np.ndarray, box: Sequence[int], context: float) -> np.ndarray:
+    """A square crop centred on ``box``, ``context`` times its longer side, mirrored where it leaves the photo."""
+    x0, y0, x1, y1 = box
+    side = max(8, int(round(context * max(x1 - x0, y1 - y0))))
+    cx, cy = (x0 + x1) // 2, (y0 + y1) // 2
+    left, top = cx - side // 2, cy - side // 2
+    h, w = rgb.shape[:2]
+    pad = max(0, -left, -top, left + side - w, top + side - h)
+    if pad:
+        rgb = cv2.copyMakeBorder(rgb, pad, pad, pad, pad, cv2.BORDER_REFLECT_101 if min(h, w) > pad else cv2.BORDER_REPLICATE)
+        left, top = left + pad, top + pad
+    return np.ascontiguousarray(rgb[top: top + side, left: left + side])
+
+
+class CropAnalyser:
+    """One pass of the classifier per crop gives both its embedding and its class probabilities (the last layer
+    applied to the embedding is exactly the model's logits; see ``models.features``)."""
+
+    def __init__(self, predictor, batch_size: int = 32):
+        self.predictor = predictor
+        self.batch_size = batch_size
+        self.classifier = classifier_layer(predictor.model)
+
+    @torch.inference_mode()
+    def analyse(self, crops: Sequence) -> tuple[np.ndarray, np.ndarray]:
+        """(embeddings (n, d), class probabilities (n, n_classes)) for RGB arrays or PIL images."""
+        embeddings, probs = [], []
+        for start in range(0, len(crops), self.batch_size):
+            batch = torch.stack([self.predictor.transform(load_image(c)) for c in crops[start: start + self.batch_size]])
+            features = pre_logits(self.predictor.model, batch)
+            embeddings.append(features.numpy())
+            probs.append(torch.softmax(self.classifier(features), dim=1).double().numpy())
+        n_classes = len(self.predictor.config.classes)
+        if not embeddings:
+            return np.zeros((0, self.classifier.in_features), np.float32), np.zeros((0, n_classes))
+        return np.concatenate(embeddings), np.concatenate(probs)
+
+
+class Screener:
+    """Load the classifier and the lesion head once, screen many photos.
+
+    ``Screener()`` uses the bundled model and lesion head; ``lesion_head=False`` keeps every candidate (used to
+    collect training data for a new head).
+    """
+
+    def __init__(self, model_dir: str | Path | None = None, lesion_head: str | Path | LesionHead | bool | None = None,
+                 config: ScreenConfig = ScreenConfig(), predictor=None):
+        from dermlens.predict import Predictor
+
+        self.config = config
+        self.predictor = predictor or Predictor(model_dir)
+        self.analyser = CropAnalyser(self.predictor, config.batch_size)
+        if lesion_head is False:
+            self.head = None
+        elif isinstance(lesion_head, LesionHead):
+            self.head = lesion_head
+        else:
+            head_dir = Path(lesion_head) if lesion_head not in (None, True) else BUNDLED_HEAD_DIR
+            self.head = LesionHead.load(head_dir)
+            self.head.check_model(self.predictor.model_dir, head_dir)
+        op = self.predictor.operating_point
+        self.malignant_index = self.predictor.node_ids.index(op.node)
+        self.threshold = float(op.threshold)
+
+    def analyse_photo(self, image, name: str | None = None) -> PhotoResult:
+        """Lesions of one photo (path, bytes, PIL or array), not yet ranked. A photo that cannot be read gives a
+        result with ``error`` set (file name and problem), never an exception."""
+        name = name or (str(image) if isinstance(image, (str, Path)) else "<image>")
+        try:
+            rgb = np.asarray(load_image(image, name=name))
+        except ImageDecodeError as e:
+            return PhotoResult(image=name, error=e.reason)
+        h, w = rgb.shape[:2]
+        result = PhotoResult(image=name, width=w, height=h)
+        candidates = detect_candidates(rgb, self.config.detector)
+        result.candidates = len(candidates)
+        if not candidates:
+            return result
+        crops = [square_crop(rgb, c.box, self.config.crop_context) for c in candidates]
+        embeddings, class_probs = self.analyser.analyse(crops)
+        node_probs = self.predictor.node_probabilities(class_probs)
+        p_lesion = self.head.probability(embeddings) if self.head else np.ones(len(candidates))
+        keep_threshold = self.head.threshold if self.head else 0.0
+        classes = [c.node for c in self.predictor.config.classes]
+        for c, emb, cp, npb, pl in zip(candidates, embeddings, class_probs, node_probs, p_lesion):
+            if pl < keep_threshold:
+                continue
+            p_mal = float(npb[self.malignant_index])
+            result.lesions.append(Lesion(
+                box=c.box, p_lesion=float(pl), p_malignant=p_mal, suspicious=p_mal >= self.threshold,
+                top_class=classes[int(np.argmax(cp))], probabilities=dict(zip(classes, map(float, cp))),
+                diameter=c.diameter, contrast=c.contrast, embedding=emb,
+            ))
+        return result
+
+    def rank(self, results: Sequence[PhotoResult]) -> None:
+        """Ugly-duckling scores and ranks within each patient (results sharing ``patient``); in place."""
+        by_patient: dict[str, list[Lesion]] = {}
+        for r in results:
+            by_patient.setdefault(r.patient, []).extend(r.lesions)
+        for lesions in by_patient.values():
+            if not lesions:
+                continue
+            embeddings = np.stack([l.embedding for l in lesions]).astype(np.float64)
+            if self.head is not None:
+                # standardised with the head's feature statistics (over thousands of skin crops): every feature
+                # then counts by how unusual its value is, not by its raw scale; on train-split benchmark patients
+                # this raised the planted lesion's top-3 rate from 0.72 to 0.76
+                embeddings = (embeddings - self.head.mean) / self.head.scale
+            scores = ugly_duckling_scores(embeddings, np.array([l.diameter for l in lesions]), self.config.size_weight)
+            for lesion, s, k in zip(lesions, scores, ranks(scores)):
+                lesion.ugly_duckling_score, lesion.rank = float(s), int(k)
+
+    def screen(self, images: Sequence, names: Sequence[str] | None = None, patients: Sequence[str] | None = None,
+               progress: Callable[[PhotoResult], None] | None = None) -> list[PhotoResult]:
+        """Analyse every photo, then rank within patients. ``patients`` (one id per photo) defaults to one patient
+        for all photos, as a screening visit is."""
+        names = list(names) if names is not None else [str(i) if isinstance(i, (str, Path)) else f"<image {k}>" for k, i in enumerate(images)]
+        patients = list(patients) if patients is not None else ["patient"] * len(images)
+        if not len(names) == len(patients) == len(images):
+            raise ValueError(f"{len(images)} images, {len(names)} names and {len(patients)} patient ids differ in number")
+        results = []
+        for image, name, patient in zip(images, names, patients):
+            r = self.analyse_photo(image, name)
+            r.patient = patient
+            results.append(r)
+            if progress:
+                progress(r)
+        self.rank(results)
+        return results
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Outputs
+# ------------------------------------------------------------------------------------------------------------
+
+SUSPICIOUS_COLOUR = (230, 30, 30)
+BENIGN_COLOUR = (40, 200, 60)
+
+
+def annotate(rgb: np.ndarray, lesions: Sequence[Lesion]) -> Image.Image:
+    """The photo with a box per lesion (red: suspicious, green: not) labelled with its ugly-duckling rank."""
+    image = Image.fromarray(rgb)
+    draw = ImageDraw.Draw(image)
+    width = max(2, round(max(image.size) / 500))
+    font = ImageFont.load_default(size=max(12, round(max(image.size) / 60)))
+    for lesion in sorted(lesions, key=lambda l: -l.rank):  # rank 1 drawn last, on top
+        colour = SUSPICIOUS_COLOUR if lesion.suspicious else BENIGN_COLOUR
+        x0, y0, x1, y1 = lesion.box
+        draw.rectangle([x0, y0, x1, y1], outline=colour, width=width)
+        label = f"#{lesion.rank}"
+        tx, ty = x0, max(0, y0 - font.size - 2 * width)
+        box = draw.textbbox((tx, ty), label, font=font)
+        draw.rectangle(box, fill=colour)
+        draw.text((tx, ty), label, fill=(255, 255, 255), font=font)
+    return image
+
+
+def write_outputs(result: PhotoResult, out_dir: str | Path, top_crops: int = 5, context: float = 1.6,
+                  image=None) -> dict[str, Path]:
+    """``<stem>.json`` always; ``<stem>.annotated.jpg`` and ``<stem>.crops/rank<k>.jpg`` (the ``top_crops``
+    highest-ranked lesions) when the photo could be read. ``image`` defaults to the file ``result.image`` names.
+    Returns the paths written."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = Path(result.image).stem or "image"
+    written = {"json": out / f"{stem}.json"}
+    written["json"].write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+    if result.error:
+        return written
+    rgb = np.asarray(load_image(result.image if image is None else image, name=result.image))
+    written["annotated"] = out / f"{stem}.annotated.jpg"
+    annotate(rgb, result.lesions).save(written["annotated"], quality=92)
+    top = sorted(result.lesions, key=lambda l: l.rank)[:top_crops]
+    if top:
+        crop_dir = out / f"{stem}.crops"
+        crop_dir.mkdir(exist_ok=True)
+        for lesion in top:
+            path = crop_dir / f"rank{lesion.rank}.jpg"
+            Image.fromarray(square_crop(rgb, lesion.box, context)).save(path, quality=92)
+            written[f"crop{lesion.rank}"] = path
+    return written
+
+
+def read_patient_csv(path: str | Path) -> dict[str, str]:
+    """``image,patient`` rows -> {file name: patient id}; images are matched by file name."""
+    import csv
+
+    path = Path(path)
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise ValueError(f"{path}: cannot read the patient list ({e})") from e
+    if not rows or not {"image", "patient"} <= set(rows[0]):
+        raise ValueError(f"{path}: the patient list needs columns 'image' and 'patient'")
+    return {Path(r["image"]).name: r["patient"] for r in rows}
+
+
+def patient_ids(files: Sequence[Path], group: str = "all", patient_csv: str | Path | None = None) -> list[str]:
+    """One patient id per photo: ``group="all"`` (one patient for the whole call), ``"photo"`` (each photo its own
+    patient) or from ``patient_csv`` (columns image, patient; a photo missing from it is an error)."""
+    if patient_csv is not None:
+        table = read_patient_csv(patient_csv)
+        missing = [f.name for f in files if f.name not in table]
+        if missing:
+            raise ValueError(f"{patient_csv}: no patient for {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
+        return [table[f.name] for f in files]
+    if group == "all":
+        return ["patient"] * len(files)
+    if group == "photo":
+        return [f.stem for f in files]
+    raise ValueError(f"group must be 'all' or 'photo', got {group!r}")
+
+
+@dataclass
+class ScreenSummary:
+    results: list[PhotoResult]
+    out_dir: Path
+
+    @property
+    def failed(self) -> list[PhotoResult]:
+        return [r for r in self.results if r.error]
+
+
+def screen_files(screener: Screener, files: Sequence[Path], out_dir: str | Path, patients: Sequence[str] | None = None,
+                 top_crops: int = 5, progress: bool = True, on_error: Callable[[str, str], None] | None = None) -> ScreenSummary:
+    """Screen photo files and write every photo's outputs into ``out_dir``; a bad photo is reported through
+    ``on_error(name, problem)`` and written as a JSON with ``error`` set, and the batch goes on."""
+    from tqdm.auto import tqdm
+
+    out = Path(out_dir)
+    stems = [Path(f).stem for f in files]
+    clashes = sorted({s for s in stems if stems.count(s) > 1})
+    if clashes:
+        raise ValueError(f"photos share a file stem and would overwrite each other's outputs: {', '.join(clashes[:5])}")
+    with tqdm(total=len(files), desc="screen", unit="photo", disable=not progress) as bar:
+        def step(result: PhotoResult) -> None:
+            if result.error and on_error:
+                on_error(result.image, result.error)
+            bar.update(1)
+
+        results = screener.screen([str(f) for f in files], patients=patients, progress=step)
+    for result in results:
+        write_outputs(result, out, top_crops, screener.config.crop_context)
+    return ScreenSummary(results, out)
