@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from dermlens.data.io import load_image
 from dermlens.screen import scene
 
 PHOTO_SIZE = (1024, 768)  # width, height
@@ -119,7 +120,7 @@ def make_patient_photo(rng: np.random.Generator, sources: list[SourceLesion], pi
     truth = []
     for index, kind in picks:
         src = sources[index]
-        rgb = np.asarray(Image.open(src.path).convert("RGB"))
+        rgb = np.asarray(load_image(src.path))  # EXIF, modes and clear errors as everywhere else
         mask = cv2.imread(str(src.mask), cv2.IMREAD_GRAYSCALE)
         if mask.shape != rgb.shape[:2]:
             mask = cv2.resize(mask, (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_NEAREST)
