@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dermlens.data.io import ImageDecodeError, load_image
+from dermlens.data.io import load_image
 
 
 @dataclass(frozen=True)
@@ -48,11 +48,7 @@ def load_pairs(dataset: str | Path, split: str | None = None) -> list[MaskedImag
 
 def load_mask(path: str | Path) -> np.ndarray:
     """A mask file as float32 in [0, 1] (any 8-bit or 16-bit gray/RGB encoding; lesion = bright)."""
-    try:
-        gray = np.asarray(load_image(path).convert("L"), dtype=np.float32) / 255.0
-    except ImageDecodeError:
-        raise
-    return gray
+    return np.asarray(load_image(path).convert("L"), dtype=np.float32) / 255.0
 
 
 def load_pair(pair: MaskedImage) -> tuple[torch.Tensor, torch.Tensor]:

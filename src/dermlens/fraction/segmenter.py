@@ -39,10 +39,8 @@ class SegmenterConfig:
 
 
 def normalise(images: torch.Tensor, config: SegmenterConfig) -> torch.Tensor:
-    """uint8 or [0, 1] float (N, 3, H, W) to the network's input scale."""
-    images = images.float()
-    if images.max() > 1.5:
-        images = images / 255.0
+    """uint8 (0..255) or float in [0, 1], (N, 3, H, W), to the network's input scale."""
+    images = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
     mean = torch.tensor(config.mean).view(1, 3, 1, 1)
     std = torch.tensor(config.std).view(1, 3, 1, 1)
     return (images - mean) / std
