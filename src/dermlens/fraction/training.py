@@ -99,8 +99,8 @@ def evaluate_segmenter(segmenter: Segmenter, pairs: list[MaskedImage], progress:
     """Per-image Jaccard at each photo's own size (the ISIC protocol), and the summary scores."""
     scores = []
     for pair in tqdm(pairs, desc="evaluating", disable=not progress, leave=False):
-        _, mask = load_pair(pair)
-        scores.append(jaccard(segmenter.fraction(pair.image), mask[0].numpy()))
+        image, mask = load_pair(pair)  # decoded once, for the prediction and the truth
+        scores.append(jaccard(segmenter.fraction(image.permute(1, 2, 0).numpy()), mask[0].numpy()))
     scores = np.asarray(scores)
     return {
         "n": int(len(scores)),

@@ -247,6 +247,8 @@ def write_outputs(result: PhotoResult, out_dir: str | Path, top_crops: int = 5, 
     written["json"].write_text(json.dumps(result.to_dict(), indent=2) + "\n")
     if result.error:
         return written
+    # decoded again rather than kept from analysis: ranking needs every photo of a patient first, and holding all
+    # decoded photos of a large batch in memory would cost far more than a second decode
     rgb = np.asarray(load_image(result.image if image is None else image, name=result.image))
     written["annotated"] = out / f"{stem}.annotated.jpg"
     annotate(rgb, result.lesions).save(written["annotated"], quality=92)

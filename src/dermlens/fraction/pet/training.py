@@ -22,6 +22,7 @@ from dermlens.fraction.losses import LOSSES, soft_cross_entropy
 from dermlens.fraction.networks import create_network
 from dermlens.fraction.pet.dataset import load_dataset
 from dermlens.train.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
+from dermlens.train.recipe import learning_rate
 
 MODEL_FILE, CONFIG_FILE, LOG_FILE, CHECKPOINT_DIR = "model.safetensors", "config.json", "log.jsonl", "checkpoint"
 NETWORK = "small_unet"
@@ -66,13 +67,6 @@ def _augment(x: torch.Tensor, y: torch.Tensor, rng: np.random.Generator) -> tupl
     if rng.random() < 0.5:
         x, y = torch.flip(x, dims=(-1,)), torch.flip(y, dims=(-1,))
     return x, y
-
-
-def _lr_at(step: int, total: int, warmup: int, peak: float) -> float:
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return peak * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
 @torch.no_grad()
@@ -141,7 +135,7 @@ def train_pet(data_dir: str | Path, out_dir: str | Path, cfg: PETTrainConfig | N
             if cfg.augment:
                 x, y = _augment(x, y, rng)
             for group in optimizer.param_groups:
-                group["lr"] = _lr_at(epoch * steps_per_epoch + step, total_steps, warmup, cfg.lr)
+                group["lr"] = learning_rate(epoch * steps_per_epoch + step, total_steps, warmup, cfg.lr)
             loss = loss_fn(model(x), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
