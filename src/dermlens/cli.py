@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError  # typer >= 0.22 vendors click
 from typer.core import TyperGroup
 
 class DefaultCommandGroup(TyperGroup):
@@ -27,7 +28,76 @@ class DefaultCommandGroup(TyperGroup):
         return super().parse_args(ctx, args)
 
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Skin-lesion classification over a disease taxonomy (research tool, not a medical device).")
+# Errors that are the user's to fix (a missing file, a dataset in an unknown layout, a label the taxonomy lacks...):
+# one line and exit code 2, not a traceback. ``--debug`` (or DERMLENS_DEBUG=1) shows the traceback for bug reports.
+USER_FILE_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError, FileExistsError, PermissionError)
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def is_user_error(error: BaseException) -> bool:
+    """True for errors with a message meant for the user: dermlens's own error types, file-system mistakes, and a
+    ValueError that dermlens raised itself (its last frame is dermlens code). A ValueError from inside a library is
+    a bug and keeps its traceback."""
+    if isinstance(error, USER_FILE_ERRORS) or type(error).__module__.split(".")[0] == "dermlens":
+        return True
+    if isinstance(error, ValueError) and error.__traceback__ is not None:
+        tb = error.__traceback__
+        while tb.tb_next is not None:
+            tb = tb.tb_next
+        return Path(tb.tb_frame.f_code.co_filename).resolve().is_relative_to(PACKAGE_DIR)
+    return False
+
+
+class UserError(ClickException):
+    """A user's mistake, told in one line."""
+
+    exit_code = 2
+
+
+class DermlensGroup(TyperGroup):
+    """The top-level command group: every error a user can fix is reported in ONE line, exit code 2."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except (ClickException, typer.Exit, typer.Abort):
+            raise
+        except Exception as e:  # noqa: BLE001 - sorted below: user errors become one line, bugs keep their traceback
+            if ctx.params.get("debug") or not is_user_error(e):
+                raise
+            where = f"{ctx.command_path} {ctx.invoked_subcommand}" if ctx.invoked_subcommand else ctx.command_path
+            raise UserError(f"{where}: error: {e}") from e
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except NoArgsIsHelpError as e:  # a bare group: its help, as typer shows it
+            e.show()
+            sys.exit(e.exit_code)
+        except UsageError as e:  # one line naming the option and the problem
+            path = e.ctx.command_path if e.ctx else (prog_name or "dermlens")
+            typer.echo(f"{path}: error: {e.format_message()} (see {path} --help)", err=True)
+            sys.exit(e.exit_code)
+        except ClickException as e:
+            typer.echo(e.format_message() if isinstance(e, UserError) else f"error: {e.format_message()}", err=True)
+            sys.exit(e.exit_code)
+        except typer.Abort:
+            typer.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+app = typer.Typer(cls=DermlensGroup, add_completion=False, no_args_is_help=True, help="Skin-lesion classification over a disease taxonomy (research tool, not a medical device).")
+
+
+@app.callback()
+def top_level_options(
+    debug: bool = typer.Option(False, "--debug", envvar="DERMLENS_DEBUG", help="Show the full traceback of an error (for bug reports)."),
+):
+    pass
+
 taxonomy_app = typer.Typer(no_args_is_help=True, help="Show the disease taxonomy and how a dataset partitions it.")
 app.add_typer(taxonomy_app, name="taxonomy")
 
@@ -57,55 +127,66 @@ def demo(
 
 @app.command("train")
 def train_command(
-    data: Path = typer.Option(..., help="Dataset folder or CSV (HAM10000, ISIC, PH2, generic CSV, class folders)."),
+    data: list[Path] = typer.Option(..., exists=True, help="Dataset folder or CSV (HAM10000, ISIC, PH2, generic CSV, class folders); repeat to pool several."),
     out: Path = typer.Option(..., help="Run folder: model/, checkpoint/, metrics.jsonl."),
     arch: str = typer.Option("efficientnet_lite0", help="Backbone: efficientnet_lite0, inception_v3 or timm:<name>."),
     weights: Optional[str] = typer.Option(None, help="Local ImageNet weights file (for archs without packaged weights)."),
-    epochs: int = typer.Option(12),
-    batch_size: int = typer.Option(32),
+    epochs: int = typer.Option(12, min=1),
+    batch_size: int = typer.Option(32, min=1),
     lr: float = typer.Option(6e-4, help="Peak learning rate (AdamW; warm-up then cosine)."),
     image_size: Optional[int] = typer.Option(None, help="Input size; default the backbone's."),
-    max_class_size: float = typer.Option(1000, help="Partitioning threshold (images per training class)."),
-    balance: str = typer.Option("sqrt", help="Class imbalance: none, sqrt, loss or sampler."),
-    augment: str = typer.Option("paper", help="Augmentation: paper or light."),
+    max_class_size: Optional[float] = typer.Option(None, help="Partitioning threshold (images per training class); default the paper's 1,000 per 129,450 images, scaled to the training set."),
+    balance: str = typer.Option("sqrt", help="Class imbalance: none, sqrt, tree (down the taxonomy: for pooled data with many small classes), loss or sampler."),
+    augment: str = typer.Option("paper", help="Augmentation: paper, light or camera (other cameras: zoom, squash, resolution, colour, blur, JPEG)."),
+    precision: str = typer.Option("fp32", help="Training step precision: fp32 or bf16 (autocast; faster on CPUs with AMX)."),
     label_smoothing: float = typer.Option(0.1),
     color_constancy: bool = typer.Option(True, help="Shades-of-Gray colour constancy before normalisation."),
     patience: int = typer.Option(4, help="Early stopping: epochs without validation improvement."),
     target_sensitivity: float = typer.Option(0.9, help="Referral threshold chosen on validation for this sensitivity."),
     val_fraction: float = typer.Option(0.15, help="Validation share when the dataset has no fixed split."),
-    workers: int = typer.Option(2, help="Data-loading worker processes."),
+    workers: int = typer.Option(2, min=0, help="Data-loading worker processes."),
     seed: int = typer.Option(0),
     resume: bool = typer.Option(False, help="Continue from the run folder's last checkpoint."),
+    overwrite: bool = typer.Option(False, help="Start again in a run folder that holds a checkpoint."),
     include: Optional[list[Path]] = typer.Option(None, help="Extra datasets added to the training part only."),
     init_from: Optional[Path] = typer.Option(None, help="Start from this trained model (same classes), e.g. a higher-resolution second stage."),
 ):
     """Fine-tune an ImageNet backbone on a dataset over the taxonomy's training classes."""
-    from dermlens.data.datasets import load_records
-    from dermlens.data.splits import grouped_split
+    from dermlens.data.datasets import load_pooled, load_records
+    from dermlens.data.splits import pooled_split
+    from dermlens.taxonomy.partition import esteva_max_class_size
     from dermlens.train.recipe import TrainConfig, train
 
-    records = load_records(data)
-    parts = grouped_split(records, val_fraction=val_fraction, test_fraction=0.0 if records[0].split is None else 0.15, seed=seed)
+    parts = pooled_split(load_pooled(data), val_fraction=val_fraction, seed=seed)
     train_records = parts["train"] + [r for extra in include or [] for r in load_records(extra)]
+    if max_class_size is None:
+        max_class_size = esteva_max_class_size(len(train_records))
     cfg = TrainConfig(
         arch=arch, weights=weights, epochs=epochs, batch_size=batch_size, lr=lr, image_size=image_size,
         max_class_size=max_class_size, balance=balance, augment=augment, label_smoothing=label_smoothing,
         color_constancy=color_constancy, patience=patience, target_sensitivity=target_sensitivity,
-        num_workers=workers, seed=seed, init_from=str(init_from) if init_from else None,
+        num_workers=workers, seed=seed, init_from=str(init_from) if init_from else None, precision=precision,
     )
-    result = train(train_records, parts["val"], out, cfg, resume=resume, provenance={"data": str(data), "include": [str(p) for p in include or []]})
+    provenance = {"data": [str(d) for d in data], "include": [str(p) for p in include or []]}
+    if resume and overwrite:
+        raise typer.BadParameter("--resume and --overwrite contradict each other; choose one")
+    try:
+        result = train(train_records, parts["val"], out, cfg, resume=resume, overwrite=overwrite, provenance=provenance)
+    except ValueError as e:  # a run folder in use, settings that differ, a partition into one class
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2)
     typer.echo(f"best epoch {result.best_epoch}: validation balanced accuracy {result.best_score:.3f}")
     typer.echo(f"model: {result.model_dir}   log: {out / 'metrics.jsonl'}   checkpoint: {out / 'checkpoint'}")
 
 
 @app.command()
 def evaluate(
-    data: Path = typer.Option(..., help="Labelled dataset."),
+    data: Path = typer.Option(..., exists=True, help="Labelled dataset."),
     model: Optional[Path] = typer.Option(None, help="Model folder; default the bundled model."),
     split: Optional[str] = typer.Option(None, help="Only this fixed split (train/val/test) of the dataset."),
-    out: Optional[Path] = typer.Option(None, help="Write metrics.json here."),
-    tta: int = typer.Option(1, help="Test-time augmentation views (1-8)."),
-    workers: int = typer.Option(2),
+    out: Optional[Path] = typer.Option(None, file_okay=False, help="Write metrics.json here."),
+    tta: int = typer.Option(1, min=1, max=8, help="Test-time augmentation views (1-8)."),
+    workers: int = typer.Option(2, min=0),
 ):
     """Score a model on a labelled dataset: balanced accuracy, 3-/9-way, AUCs with bootstrap CIs."""
     from dermlens.data.datasets import load_records
@@ -127,49 +208,52 @@ def evaluate(
 def predict(
     paths: list[Path] = typer.Argument(..., help="Image files, folders, or CSV lists of images (column image/path, or the first)."),
     model: Optional[Path] = typer.Option(None, help="Model folder; default the bundled model."),
-    format: str = typer.Option("csv", "--format", help="csv or json."),
-    out: Optional[Path] = typer.Option(None, help="Write predictions.<format> into this folder instead of stdout."),
-    tta: int = typer.Option(1, help="Test-time augmentation views (1-8): flips and right-angle rotations, averaged."),
-    batch_size: int = typer.Option(32),
+    format: str = typer.Option("csv", "--format", help="csv or json (an array, valid after every batch and after Ctrl-C)."),
+    out: Optional[Path] = typer.Option(None, file_okay=False, help="Write predictions.<format> into this folder instead of stdout."),
+    tta: int = typer.Option(1, min=1, max=8, help="Test-time augmentation views (1-8): flips and right-angle rotations, averaged."),
+    batch_size: int = typer.Option(32, min=1),
     engine: str = typer.Option("torch", help="torch or onnx (ONNX Runtime; the export is made and cached on first use)."),
     precision: str = typer.Option("fp32", help="fp32, bf16 (torch) or int8 (onnx; needs `dermlens export --int8` first)."),
-    workers: int = typer.Option(2, help="Decoding worker processes (0: decode in this process)."),
+    workers: int = typer.Option(2, min=0, help="Decoding worker processes (0: decode in this process)."),
     resume: bool = typer.Option(False, help="Skip images already in --out's predictions file and append the rest."),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="Resume, and predict again the images whose earlier row is an error."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing predictions file in --out (otherwise refused)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar on stderr."),
+    modality: str = typer.Option("auto", help="dermoscopic, clinical, or auto (recognised per image): picks the triage operating point."),
+    gate: bool = typer.Option(True, "--gate/--no-gate", help="Check each photo first (not skin, poor photo, out of distribution); --no-gate is for research and writes quality=not_checked."),
 ):
-    """Per image: probability of every taxonomy node, top-5 diseases and a refer/reassure triage call."""
-    from dermlens.deploy.batch import OutputMismatchError, collect_inputs, predict_files
-    from dermlens.deploy.onnx_export import MissingExportError
-    from dermlens.predict import NoModelError, Predictor
+    """Per image: probability of every taxonomy node, top-5 diseases and a triage call (refer/reassure, or retake/cannot_assess when the photo gate stops it)."""
+    from dermlens.deploy.batch import collect_inputs, predict_files
+    from dermlens.predict import Predictor
 
+    # Every option is checked before the output file is touched: a mistake never costs earlier results.
     if format not in ("csv", "json"):
-        raise typer.BadParameter("--format must be csv or json")
+        raise typer.BadParameter(f"csv or json; got {format!r}", param_hint="'--format'")
+    if modality not in ("auto", "dermoscopic", "clinical"):
+        raise typer.BadParameter(f"auto, dermoscopic or clinical; got {modality!r}", param_hint="'--modality'")
+    resume = resume or retry_failed
     if resume and out is None:
-        raise typer.BadParameter("--resume needs --out")
-    try:
-        predictor = Predictor(model, tta=tta, engine=engine, precision=precision)
-    except (NoModelError, MissingExportError, FileNotFoundError) as e:  # FileNotFoundError: --model is no model folder
-        typer.echo(str(e), err=True)
-        raise typer.Exit(2)
-    except ValueError as e:
-        raise typer.BadParameter(str(e))
-    try:
-        files = collect_inputs(paths)
-    except (OSError, ValueError) as e:
-        raise typer.BadParameter(str(e))
+        raise typer.BadParameter("--resume and --retry-failed need --out", param_hint="'--resume'")
+    if resume and overwrite:
+        raise typer.BadParameter("--resume continues the file and --overwrite replaces it: give one", param_hint="'--overwrite'")
     target = out / f"predictions.{format}" if out else None
-    try:
-        summary = predict_files(
-            predictor, files, target, format=format, batch_size=batch_size, num_workers=workers, resume=resume,
-            progress=progress, on_error=lambda name, error: typer.echo(f"{name}: {error}", err=True),
-        )
-    except OutputMismatchError as e:
-        typer.echo(str(e), err=True)
-        raise typer.Exit(2)
+    if target is not None and not (resume or overwrite) and target.is_file() and target.stat().st_size:
+        raise typer.BadParameter(f"{target} already holds results; add --resume to finish it (--retry-failed also "
+                                 "retries its errors) or --overwrite to replace it", param_hint="'--out'")
+    files = collect_inputs(paths, on_empty=lambda message: typer.echo(f"warning: {message}", err=True))
+    predictor = Predictor(model, tta=tta, engine=engine, precision=precision, gate=gate)
+    summary = predict_files(
+        predictor, files, target, format=format, batch_size=batch_size, num_workers=workers, resume=resume,
+        retry_failed=retry_failed, overwrite=overwrite, progress=progress,
+        on_error=lambda name, error: typer.echo(f"{name}: {error}", err=True),
+        modality=None if modality == "auto" else modality,
+    )
     if out:
         skipped = f", {summary.skipped} already done" if summary.skipped else ""
-        typer.echo(f"{summary.total} images{skipped}, {summary.failed} failed; predictions in {target}", err=True)
-    if summary.failed:
+        earlier = (f" (and {summary.earlier_failed} failed in an earlier run; --retry-failed tries them again)"
+                   if summary.earlier_failed else "")
+        typer.echo(f"{summary.total} images{skipped}, {summary.failed} failed{earlier}; predictions in {target}", err=True)
+    if summary.failed_in_file:  # the exit code describes the whole file, earlier runs' rows too
         raise typer.Exit(1)
 
 
@@ -202,9 +286,9 @@ def export_command(
 
 @app.command()
 def study(
-    data: Optional[list[Path]] = typer.Option(None, help="A labelled dataset (any supported layout; repeat to pool several); default: the embedded synthetic set."),
+    data: Optional[list[Path]] = typer.Option(None, exists=True, help="A labelled dataset (any supported layout; repeat to pool several); default: the embedded synthetic set."),
     out: Path = typer.Option(Path("runs/study"), help="Output folder: report.html, metrics.json, predictions/, model/."),
-    folds: int = typer.Option(9, help="Grouped k-fold cross-validation folds (9 as in Esteva et al.)."),
+    folds: int = typer.Option(9, min=2, help="Grouped k-fold cross-validation folds (9 as in Esteva et al.)."),
     mode: str = typer.Option("fast", help="fast: frozen backbone features once, a head per fold; full: fine-tune every fold (GPU)."),
     max_class_size: Optional[float] = typer.Option(None, help="Partitioning threshold; default Esteva's 1000 per 129,450 images, scaled to the data."),
     readers: Optional[Path] = typer.Option(None, help="CSV of readers' operating points (task, reader, sensitivity, specificity); default the shipped sample."),
@@ -215,10 +299,10 @@ def study(
     spaces: str = typer.Option("three_way,nine_way,training_classes", help="Label spaces of the ablation (comma-separated)."),
     head_iterations: int = typer.Option(100, help="Fast mode: L-BFGS iterations of each linear head per L2 value."),
     epochs: int = typer.Option(12, help="Full mode: fine-tuning epochs per fold and space."),
-    batch_size: int = typer.Option(64),
+    batch_size: int = typer.Option(64, min=1),
     n_boot: int = typer.Option(1000, help="Bootstrap resamples for the 95% CIs (resampled by group)."),
-    saliency_per_class: int = typer.Option(2, help="Correct and incorrect saliency cases per class (0: none)."),
-    workers: int = typer.Option(2, help="Data-loading worker processes."),
+    saliency_per_class: int = typer.Option(2, min=0, help="Correct and incorrect saliency cases per class (0: none)."),
+    workers: int = typer.Option(2, min=0, help="Data-loading worker processes."),
     seed: int = typer.Option(0),
     quiet: bool = typer.Option(False, help="No progress bars."),
 ):
@@ -247,7 +331,7 @@ def study(
 
 @app.command()
 def report(
-    study: Path = typer.Option(Path("runs/study"), "--study", help="A study's output folder (with predictions/)."),
+    study: Path = typer.Option(Path("runs/study"), "--study", exists=True, file_okay=False, help="A study's output folder (with predictions/)."),
     out: Optional[Path] = typer.Option(None, help="Where to write report.html and metrics.json; default the study folder."),
     readers: Optional[Path] = typer.Option(None, help="Readers CSV; default the one the study used."),
     n_boot: int = typer.Option(1000, help="Bootstrap resamples for the 95% CIs."),
@@ -276,7 +360,8 @@ def explain(
     try:
         result = explain_image(image, model, out, target=target)
     except (NoModelError, ImageDecodeError, ValueError) as e:
-        typer.echo(f"{image}: {e}", err=True)
+        message = str(e)  # a decoding error names the file itself
+        typer.echo(message if str(image) in message else f"{image}: {message}", err=True)
         raise typer.Exit(2)
     top = result["prediction"]["top5"][0]
     typer.echo(f"{image}: top class {top['node']} ({top['probability']:.3f}), triage {result['prediction']['triage']}")
@@ -286,7 +371,7 @@ def explain(
 
 @app.command("operating-point")
 def operating_point(
-    data: Path = typer.Option(..., help="Labelled validation data (never the test set)."),
+    data: Path = typer.Option(..., exists=True, help="Labelled validation data (never the test set)."),
     model: Optional[Path] = typer.Option(None, help="Model folder; default the bundled model."),
     split: Optional[str] = typer.Option("val", help="Use only this fixed split of the data (empty: all of it)."),
     target_sensitivity: float = typer.Option(0.9, help="Sensitivity for malignant lesions to reach."),
@@ -336,7 +421,7 @@ def taxonomy_show():
 
 @taxonomy_app.command("partition")
 def taxonomy_partition(
-    data: Path = typer.Option(..., help="Dataset whose labels are counted."),
+    data: Path = typer.Option(..., exists=True, help="Dataset whose labels are counted."),
     max_class_size: float = typer.Option(1000, help="Partitioning threshold."),
     split: Optional[str] = typer.Option(None, help="Count only this fixed split."),
 ):
@@ -359,26 +444,45 @@ def serve(
     port: int = typer.Option(8000),
     model: Optional[Path] = typer.Option(None, help="Model folder; default the bundled model."),
     max_upload_mb: float = typer.Option(20.0, help="Largest accepted photo (MB); bigger uploads get 413."),
-    max_concurrency: int = typer.Option(1, help="Photos analysed at once (threads sharing one model)."),
-    max_queue: int = typer.Option(32, help="Photos allowed to wait; beyond that 503 with Retry-After."),
-    tta: int = typer.Option(1, help="Test-time augmentation views (1-8)."),
+    max_concurrency: int = typer.Option(1, min=1, help="Photos analysed at once (threads sharing one model)."),
+    max_queue: int = typer.Option(32, min=0, help="Photos allowed to wait; beyond that 503 with Retry-After."),
+    tta: int = typer.Option(1, min=1, max=8, help="Test-time augmentation views (1-8)."),
+    token: Optional[str] = typer.Option(None, envvar="DERMLENS_TOKEN", help="Access token every request must carry (header 'Authorization: Bearer TOKEN', or open the page once as /?token=TOKEN); without it: 401."),
+    ssl_keyfile: Optional[Path] = typer.Option(None, exists=True, dir_okay=False, help="TLS private key (PEM): serve https."),
+    ssl_certfile: Optional[Path] = typer.Option(None, exists=True, dir_okay=False, help="TLS certificate (PEM), with --ssl-keyfile."),
+    upload_timeout: float = typer.Option(30.0, min=1, help="Seconds an upload may stall (nothing received) before it gets 408 and is closed."),
+    max_connections: int = typer.Option(100, min=1, help="Open connections at most; beyond that 503."),
 ):
     """Web page and HTTP API for clinicians: / (page), /api/v1/predict, /api/v1/model, /healthz, /docs."""
     import uvicorn
 
-    from dermlens.predict import NoModelError
     from dermlens.serve import create_app
+    from dermlens.serve.guard import bind_socket, is_loopback
 
+    if (ssl_keyfile is None) != (ssl_certfile is None):
+        raise typer.BadParameter("give both --ssl-keyfile and --ssl-certfile, or neither", param_hint="'--ssl-certfile'")
+    if not is_loopback(host) and not token:
+        typer.echo(f"warning: listening on {host} without an access token: anyone on the network can use this service; "
+                   "set --token (or DERMLENS_TOKEN)", err=True)
+    try:
+        sock = bind_socket(host, port)  # first: a taken port is told before anything claims to be serving
+    except OSError as e:
+        typer.echo(f"dermlens serve: error: cannot listen on {host}:{port}: {e.strerror or e}", err=True)
+        raise typer.Exit(3)
     try:
         application = create_app(
             model_dir=model, max_upload_bytes=int(max_upload_mb * 1_000_000), max_concurrency=max_concurrency,
-            max_queue=max_queue, tta=tta,
+            max_queue=max_queue, tta=tta, token=token, upload_timeout=upload_timeout,
         )
-    except (NoModelError, FileNotFoundError, ValueError) as e:  # no model, or not a model folder
-        typer.echo(str(e), err=True)
-        raise typer.Exit(2)
-    typer.echo(f"dermlens serving on http://{host}:{port}/ (API docs at /docs); Ctrl-C stops", err=True)
-    uvicorn.run(application, host=host, port=port, log_level="info")
+        config = uvicorn.Config(
+            application, log_level="info", limit_concurrency=max_connections, timeout_keep_alive=5,
+            ssl_keyfile=str(ssl_keyfile) if ssl_keyfile else None, ssl_certfile=str(ssl_certfile) if ssl_certfile else None,
+        )
+        scheme = "https" if ssl_certfile else "http"
+        typer.echo(f"dermlens serving on {scheme}://{host}:{port}/ (API docs at /docs); Ctrl-C stops", err=True)
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        sock.close()
 
 
 segment_app = typer.Typer(
@@ -555,6 +659,35 @@ def screen_train_head(
         typer.echo(str(e), err=True)
         raise typer.Exit(2)
     typer.echo(f"lesion head: {folder}\n{(folder / 'lesion_head.json').read_text()}")
+
+
+gate_app = typer.Typer(no_args_is_help=True, help="The photo gate: `dermlens gate fit --model DIR` fits it beside a model.")
+app.add_typer(gate_app, name="gate")
+
+
+@gate_app.command("fit")
+def gate_fit(
+    model: Optional[Path] = typer.Option(None, help="Model folder; default the bundled model. The gate is written into it."),
+    data: Optional[list[Path]] = typer.Option(None, help="Dataset folders (labels.csv layout) of real skin photos, both modalities; repeat. Default: every dataset under ../shared/data."),
+    per_dataset: int = typer.Option(200, min=20, help="Real skin photos per dataset (from its training split)."),
+    taxonomy: Optional[Path] = typer.Option(None, help="Taxonomy tree file the model was trained with; default the packaged one."),
+    seed: int = typer.Option(0),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+):
+    """Fit the skin head and the out-of-distribution model on the model's embedding, choose the quality thresholds
+    on data, and save them beside the model (gate.safetensors + config.json["gate"])."""
+    from dermlens.gate.fit import default_data_dirs, fit_gate
+    from dermlens.predict import Predictor
+    from dermlens.taxonomy.tree import Taxonomy
+
+    folders = list(data) if data else default_data_dirs()
+    if not folders:
+        raise typer.BadParameter("no datasets found under ../shared/data; pass --data FOLDER", param_hint="'--data'")
+    predictor = Predictor(model, taxonomy=Taxonomy.load(taxonomy) if taxonomy else None, gate=False)
+    gate, info = fit_gate(predictor, folders, per_dataset=per_dataset, seed=seed, progress=progress)
+    gate.save(predictor.model_dir, predictor.config)
+    typer.echo(json.dumps({"thresholds": gate.thresholds.to_dict(), **info}, indent=2))
+    typer.echo(f"gate saved in {predictor.model_dir} ({info['fit_seconds']} s)", err=True)
 
 
 def main():  # pragma: no cover - the console-script entry point

@@ -18,7 +18,7 @@ from dermlens.data.records import Record
 from dermlens.data.splits import grouped_split
 from dermlens.data.synthetic import make_synthetic_dataset
 from dermlens.evaluate.classification import evaluate_node_probabilities
-from dermlens.evaluate.study import scaled_max_class_size
+from dermlens.taxonomy.partition import esteva_max_class_size
 from dermlens.predict import Predictor
 from dermlens.taxonomy import default_taxonomy
 from dermlens.train.recipe import TrainConfig, train
@@ -57,7 +57,7 @@ def run_main_job(data: Path | None, out: Path, cfg: TrainConfig = DEMO_TRAIN_CON
         source = str(data)
     records = load_records(data)
     # Esteva's threshold of 1000 images per class assumes ~130k images; on a few hundred it would leave one class.
-    cfg = replace(cfg, max_class_size=scaled_max_class_size(len(records)))
+    cfg = replace(cfg, max_class_size=esteva_max_class_size(len(records)))
     parts = grouped_split(records, val_fraction=0.15, test_fraction=0.2, seed=cfg.seed)
     result = train(parts["train"], parts["val"], out / "train", cfg, progress=progress, provenance={"data": source})
     evaluation = evaluate_model(result.model_dir, parts["test"], progress=progress, n_boot=200)

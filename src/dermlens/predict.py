@@ -1,7 +1,9 @@
 """The one object that loads a model once and answers for paths, PIL images and arrays.
 
     photo ─► data.io.load_image ─► eval transform ─► network ─► softmax over training classes
-          ─► taxonomy tree sum (every node) ─► top-5 diseases ─► triage at the stored operating point
+          ─► taxonomy tree sum (every node) ─► top-5 diseases
+          ─► modality (given, or recognised from the embedding) ─► triage at that modality's operating point
+          ─► the gate (dermlens.gate: not skin, poor photo, out of distribution) ─► triage retake / cannot_assess
 """
 from __future__ import annotations
 
@@ -14,7 +16,10 @@ import torch
 
 from dermlens.data.io import ImageDecodeError, load_image
 from dermlens.data.transforms import build_eval_transform
+from dermlens.gate import Gate, GateVerdict, not_checked
 from dermlens.models import ModelConfig, load_model
+from dermlens.models.features import classifier_layer, pre_logits
+from dermlens.models.modality import ModalityRecogniser, check_modality
 from dermlens.taxonomy import Taxonomy, default_taxonomy, tree_sum_matrix
 
 BUNDLED_MODEL_DIR = Path(__file__).parent / "weights"
@@ -41,24 +46,45 @@ class Prediction:
     top5: list[tuple[str, float]] = field(default_factory=list)  # training-class nodes, most likely first
     triage: str = ""  # "refer" or "reassure"; empty when the image failed
     error: str = ""
+    modality: str = ""  # "dermoscopic" or "clinical" (given or recognised); "" when the model knows one only
+    modality_source: str = ""  # "given" or "recognised"
+    quality: str = ""  # the gate: ok, not_skin, poor_quality:<reason>, out_of_distribution, or not_checked (--no-gate)
+    ood_score: float | None = None  # distance from the training photos / the gate's threshold: above 1 is too far
+    advice: str = ""  # what to do, in plain words, when the gate stopped the photo
 
     def to_dict(self) -> dict:
         return {
             "image": self.image,
             "error": self.error,
             "triage": self.triage,
+            "modality": self.modality,
+            "modality_source": self.modality_source,
+            "quality": self.quality,
+            "ood_score": self.ood_score,
+            "advice": self.advice,
             "top5": [{"node": n, "probability": p} for n, p in self.top5],
             "probabilities": self.probabilities,
         }
+
+
+def _is_single_image(images) -> bool:
+    """A path, bytes, a PIL image or a (H, W[, C]) array: one image where a sequence of them was expected."""
+    from PIL import Image
+
+    return (isinstance(images, (str, Path, bytes, bytearray, memoryview, Image.Image))
+            or (isinstance(images, np.ndarray) and images.ndim in (2, 3)))
 
 
 class Predictor:
     """Load once, predict many. ``Predictor()`` uses the bundled model; ``Predictor("runs/x/model")`` another."""
 
     def __init__(self, model_dir: str | Path | None = None, taxonomy: Taxonomy | None = None, tta: int = 1,
-                 engine: str = "torch", precision: str = "fp32", threads: int | None = None):
+                 engine: str = "torch", precision: str = "fp32", threads: int | None = None, gate: bool = True):
         """``engine``: "torch" (``precision`` fp32 or bf16) or "onnx" (ONNX Runtime, fp32 or int8; the fp32 export
-        is made and cached on first use, see ``dermlens.deploy``)."""
+        is made and cached on first use, see ``dermlens.deploy``). ``gate=False`` (research use) answers for every
+        photo without checking it, and says so in each prediction (``quality`` is ``not_checked``)."""
+        if not 1 <= tta <= 8:  # never clamped silently: 100 views would quietly be 8
+            raise ValueError(f"tta must be 1-8 test-time augmentation views; got {tta}")
         self.taxonomy = taxonomy or default_taxonomy()
         self.model_dir = Path(model_dir) if model_dir else bundled_model_dir()
         model, self.config = load_model(self.model_dir, self.taxonomy)
@@ -67,9 +93,14 @@ class Predictor:
         self.tta = tta
         self.node_ids: list[str] = list(self.taxonomy)
         self._tree_sum = tree_sum_matrix(self.taxonomy, self.config.classes).astype(np.float64)  # (nodes, classes)
+        self.modality_recogniser = ModalityRecogniser.load(self.model_dir)
+        self.gate: Gate | None = Gate.load(self.model_dir, self.config) if gate else None
         from dermlens.deploy.engines import make_engine
 
         self.engine = make_engine(self.model_dir, self.model, self.config, engine, precision, threads)
+        # torch fp32 without TTA: the classifier's last layer on the embedding gives exactly the model's logits, so
+        # one pass serves the diagnosis, the modality recogniser and the gate
+        self._one_pass = engine == "torch" and precision == "fp32" and tta <= 1
 
     @property
     def operating_point(self):
@@ -86,40 +117,100 @@ class Predictor:
         """(batch, nodes): the probability of a node is the sum over the training classes at or below it."""
         return class_probs @ self._tree_sum.T
 
-    def _describe(self, name: str, class_probs: np.ndarray, node_probs: np.ndarray) -> Prediction:
-        op = self.config.operating_point
+    def embeddings(self, batch: torch.Tensor) -> torch.Tensor:
+        """(batch, features): the network's last hidden layer, for the modality recogniser."""
+        return pre_logits(self.model, batch)
+
+    def modalities(self, batch: torch.Tensor, modality: str | None,
+                   embeddings: torch.Tensor | None = None) -> tuple[list[str], str]:
+        """Each image's modality and where it came from: the caller's word, else the recogniser's."""
+        modality = check_modality(modality)
+        if modality is not None:
+            return [modality] * len(batch), "given"
+        if self.modality_recogniser is None:  # a model trained on one modality has one operating point
+            return [""] * len(batch), ""
+        features = self.embeddings(batch) if embeddings is None else embeddings
+        return self.modality_recogniser.recognise(features), "recognised"
+
+    def gate_verdicts(self, batch: torch.Tensor, embeddings: torch.Tensor | None = None,
+                      shorter_sides: Sequence[int] | None = None) -> list[GateVerdict]:
+        """The gate's verdict on each model input (``not_checked`` when the gate is off)."""
+        if self.gate is None:
+            return [not_checked() for _ in range(len(batch))]
+        if self.gate.fitted and embeddings is None:
+            embeddings = self.embeddings(batch)
+        return self.gate.verdicts_for_inputs(batch, self.config.preprocessing, embeddings, shorter_sides)
+
+    def _describe(self, name: str, class_probs: np.ndarray, node_probs: np.ndarray, modality: str = "",
+                  modality_source: str = "", verdict: GateVerdict | None = None) -> Prediction:
+        op = self.config.operating_point_for(modality)
         p_node = dict(zip(self.node_ids, (float(p) for p in node_probs)))
         order = np.argsort(-class_probs)[:5]
         return Prediction(
             image=name,
             probabilities=p_node,
             top5=[(self.config.classes[i].node, float(class_probs[i])) for i in order],
-            triage="refer" if p_node[op.node] >= op.threshold else "reassure",
+            triage=(verdict and verdict.triage) or ("refer" if p_node[op.node] >= op.threshold else "reassure"),
+            modality=modality,
+            modality_source=modality_source,
+            quality=verdict.quality if verdict else "",
+            ood_score=verdict.ood_score if verdict else None,
+            advice=verdict.advice if verdict else "",
         )
 
-    def predict(self, images: Sequence, names: Sequence[str] | None = None, batch_size: int = 32) -> list[Prediction]:
-        """Predict for paths, bytes, PIL images or arrays. A bad image yields a Prediction with ``error`` set."""
+    def predict(self, images: Sequence, names: Sequence[str] | None = None, batch_size: int = 32,
+                modality: str | None = None) -> list[Prediction]:
+        """Predict for paths, bytes, PIL images or arrays. A bad image yields a Prediction with ``error`` set.
+
+        ``modality`` ("dermoscopic" or "clinical") picks that modality's operating point; None recognises it.
+        """
+        check_modality(modality)
+        if _is_single_image(images):  # predict("x.jpg") means one photo, not one per character
+            images = [images]
+            names = [names] if isinstance(names, str) else names
         names = list(names) if names is not None else [str(i) if isinstance(i, (str, Path)) else f"<image {k}>" for k, i in enumerate(images)]
         results: list[Prediction | None] = [None] * len(images)
         for start in range(0, len(images), batch_size):
-            tensors, slots = [], []
+            tensors, slots, sides = [], [], []
             for k in range(start, min(start + batch_size, len(images))):
                 try:
-                    tensors.append(self.preprocess(images[k]))
+                    image = load_image(images[k])
+                    tensors.append(self.transform(image))
+                    sides.append(min(image.size))
                     slots.append(k)
                 except ImageDecodeError as e:
                     results[k] = Prediction(image=names[k], error=e.reason)
             if tensors:
-                yield_batch = self.predict_tensors(torch.stack(tensors), [names[k] for k in slots])
+                yield_batch = self.predict_tensors(torch.stack(tensors), [names[k] for k in slots], modality, sides)
                 for k, prediction in zip(slots, yield_batch):
                     results[k] = prediction
         return results  # type: ignore[return-value]
 
-    def predict_tensors(self, batch: torch.Tensor, names: Iterable[str]) -> list[Prediction]:
-        """For callers that prepare tensors themselves (a DataLoader with workers, the web service)."""
-        class_probs = self.class_probabilities(batch)
+    def predict_tensors(self, batch: torch.Tensor, names: Iterable[str], modality: str | None = None,
+                        shorter_sides: Sequence[int] | None = None) -> list[Prediction]:
+        """For callers that prepare tensors themselves (a DataLoader with workers, the web service).
+
+        ``shorter_sides``: each decoded photo's shorter side in pixels, for the gate's resolution check (skipped
+        when not given: the tensor alone no longer knows)."""
+        embeddings = None
+        if self._one_pass:
+            embeddings = self.embeddings(batch)
+            class_probs = self._probabilities_from(embeddings)
+        else:
+            class_probs = self.class_probabilities(batch)
         node_probs = self.node_probabilities(class_probs)
-        return [self._describe(n, c, p) for n, c, p in zip(names, class_probs, node_probs)]
+        if embeddings is None and ((self.gate is not None and self.gate.fitted)
+                                   or (check_modality(modality) is None and self.modality_recogniser is not None)):
+            embeddings = self.embeddings(batch)  # one extra pass (ONNX, bf16 or TTA), shared by both
+        modalities, source = self.modalities(batch, modality, embeddings)
+        verdicts = self.gate_verdicts(batch, embeddings, shorter_sides)
+        return [self._describe(n, c, p, m, source, v)
+                for n, c, p, m, v in zip(names, class_probs, node_probs, modalities, verdicts)]
+
+    @torch.inference_mode()
+    def _probabilities_from(self, embeddings: torch.Tensor) -> np.ndarray:
+        probs = torch.softmax(classifier_layer(self.model)(embeddings).float(), -1).double().numpy()
+        return probs / probs.sum(1, keepdims=True)
 
     def predict_records(self, records: Sequence, batch_size: int = 32, num_workers: int = 2, progress: bool = True) -> np.ndarray:
         """Class probabilities (n, n_classes) for labelled records; decoding runs in worker processes."""
@@ -136,13 +227,17 @@ class Predictor:
                 bar.update(len(images))
         return (torch.cat(out) if out else torch.empty(0, len(self.config.classes))).double().numpy()
 
-    def predict_one(self, image, name: str = "<image>") -> Prediction:
-        return self.predict([image], [name])[0]
+    def predict_one(self, image, name: str = "<image>", modality: str | None = None) -> Prediction:
+        return self.predict([image], [name], modality=modality)[0]
 
 
 def describe_model(config: ModelConfig) -> str:
     op = config.operating_point
+    per_modality = "".join(
+        f"; {m} photos: P({o.node}) >= {o.threshold:.3f} ({o.chosen_on})" for m, o in config.operating_points.items()
+    )
     return (
         f"{config.arch} at {config.preprocessing.size}px, {len(config.classes)} training classes, "
         f"taxonomy {config.taxonomy_version}; refer when P({op.node}) >= {op.threshold:.3f} ({op.chosen_on})"
+        + per_modality
     )

@@ -42,11 +42,11 @@ class Crashing:
         self.predictor, self.crash_at, self.batches = predictor, crash_at, 0
         self.node_ids, self.transform = predictor.node_ids, predictor.transform
 
-    def predict_tensors(self, batch, names):
+    def predict_tensors(self, batch, names, *args, **kwargs):
         self.batches += 1
         if self.batches == self.crash_at:
             raise KeyboardInterrupt("simulated kill")
-        return self.predictor.predict_tensors(batch, names)
+        return self.predictor.predict_tensors(batch, names, *args, **kwargs)
 
 
 def _csv_rows(path):
@@ -116,10 +116,8 @@ def test_a_crash_loses_nothing_written_and_resume_finishes_the_job(archive, pred
     if fmt == "csv":
         assert len(_csv_rows(out)) == 8  # two whole batches, flushed before the crash
     else:
-        assert written.count('"image"') == 8
-        with pytest.raises(json.JSONDecodeError):
-            json.loads(written)  # the closing bracket never came
-    # The kill also cut the next row in half.
+        assert len(json.loads(written)) == 8  # a valid array of the complete batches, even after the interruption
+    # A kill -9 could also cut the next row in half.
     with open(out, "a") as f:
         f.write(("," + "\n" if fmt == "json" else "") + written.splitlines()[-1][:25])
 
@@ -158,8 +156,8 @@ def test_cli_predict_with_onnx_engine_workers_and_resume(archive, tiny_model_dir
     assert probs.shape[0] == 20 and np.all((probs >= 0) & (probs <= 1 + 1e-6))
 
     second = runner.invoke(app, args + ["--resume"])
-    assert second.exit_code == 0, second.output  # nothing new failed
-    assert "22 already done" in second.output
+    assert second.exit_code == 1, second.output  # nothing new failed, but the file holds two error rows
+    assert "22 already done" in second.output and "2 failed in an earlier run" in second.output
     assert _csv_rows(out / "predictions.csv") == rows
 
     to_stdout = runner.invoke(app, ["predict", str(archive / "img01.png"), "--model", str(tiny_model_dir),

@@ -16,11 +16,11 @@ from dermlens.evaluate.study import (
     make_folds,
     read_records,
     run_study,
-    scaled_max_class_size,
     space_classes,
 )
 from dermlens.evaluate.study_metrics import StudyPredictions, analyse_study
 from dermlens.taxonomy import ClassAssignment, default_taxonomy
+from dermlens.taxonomy.partition import esteva_max_class_size
 
 FOLDS = 3
 
@@ -154,7 +154,7 @@ def test_label_spaces_of_the_ablation():
     assert ClassAssignment(tax, nine).class_index("actinic_keratosis") == 2
     fine = space_classes("training_classes", tax, nodes, 4)
     assert {c.node for c in fine} >= {"melanoma", "melanocytic_nevus"}
-    assert scaled_max_class_size(10015) == 77 and scaled_max_class_size(50) == 1
+    assert esteva_max_class_size(10015) == 77 and esteva_max_class_size(50) == 1
 
 
 def test_make_folds_rejects_more_folds_than_groups(tiny_data):

@@ -71,6 +71,22 @@ def test_balance_sqrt_splits_the_correction_between_sampling_and_loss():
     assert loss.max() / loss.min() < full.max() / full.min()
 
 
+def test_balance_tree_shares_draws_by_group_then_by_class_within_it():
+    # Group "a": one large class of 64; group "b": four classes of 4 (an atlas split into many small topics).
+    targets = [0] * 64 + [1] * 4 + [2] * 4 + [3] * 4 + [4] * 4
+    sampling, loss = class_balance(targets, 5, "tree", ["a", "b", "b", "b", "b"])
+    w = sampling.numpy()
+    mass = np.array([w[np.asarray(targets) == c].sum() for c in range(5)]) / w.sum()
+    assert mass[0] == pytest.approx(8 / (8 + 4))  # groups by sqrt(images): sqrt(64) vs sqrt(16)
+    assert np.allclose(mass[1:], (4 / 12) / 4)  # within a group, classes by sqrt(images): equal here
+    assert torch.equal(loss, torch.ones(5))  # by sampling alone
+    # Square-root sampling per class would give the four small classes half of all draws; the tree gives a third.
+    per_class_share = np.sqrt([64, 4, 4, 4, 4]) / np.sqrt([64, 4, 4, 4, 4]).sum()
+    assert per_class_share[1:].sum() == pytest.approx(0.5) and mass[1:].sum() == pytest.approx(1 / 3)
+    with pytest.raises(ValueError, match="needs the first-level group"):
+        class_balance(targets, 5, "tree")
+
+
 def test_balance_handles_a_class_without_images_and_rejects_unknown_modes():
     sampling, loss = class_balance([0, 0, 1], 3, "loss")
     assert torch.isfinite(loss).all()
@@ -119,9 +135,9 @@ def test_early_stopping_after_patience_epochs_without_improvement(tmp_path, synt
         real_save(directory, model, optimizer, progress)
 
     monkeypatch.setattr(recipe, "save_checkpoint", save_checkpoint)
-    # One training class (the partition of this small set at 1000): validation accuracy is 1.0 from the first
-    # epoch on and can never improve, so every later epoch is a bad one.
-    cfg = replace(FAST, epochs=10, patience=2, max_class_size=1000)
+    # A validation score that never moves: the first epoch is the best and every later one is a bad one.
+    monkeypatch.setattr(recipe, "selection_score", lambda *args: 0.5)
+    cfg = replace(FAST, epochs=10, patience=2)
     result = train(synthetic_parts["train"], synthetic_parts["val"], tmp_path, cfg, progress=False)
     assert [row["epoch"] for row in result.history] == [1, 2, 3]
     assert result.best_epoch == 1
@@ -215,3 +231,20 @@ def test_validation_images_of_an_untrained_class_are_left_out(tmp_path, syntheti
     assert "dermatofibroma" not in config.class_nodes
     n_df = Counter(r.node for r in synthetic_parts["val"])["dermatofibroma"]
     assert config.training["n_val"] == len(synthetic_parts["val"]) - n_df
+
+
+def test_a_partition_into_one_class_is_an_error_that_says_what_to_change(tmp_path, synthetic_parts):
+    cfg = replace(FAST, max_class_size=1000)  # the synthetic set has a few hundred images: one class, "root"
+    with pytest.raises(ValueError, match=r"--max-class-size 1000 partitions .* into 1 class \(root\).*lower --max-class-size"):
+        train(synthetic_parts["train"], synthetic_parts["val"], tmp_path, cfg, progress=False)
+    assert not (tmp_path / "model").exists()
+
+
+def test_selection_score_weighs_each_validation_source_alike():
+    import numpy as np
+
+    targets = [0, 1] * 50 + [0, 1]  # 100 images of a large source, 2 of a small one
+    sources = ["big"] * 100 + ["small"] * 2
+    predicted = np.array(targets[:100] + [1, 0])  # perfect on the large source, all wrong on the small one
+    assert recipe.selection_score(targets, predicted, sources) == pytest.approx(0.5)
+    assert recipe.selection_score(targets[:100], predicted[:100], sources[:100]) == pytest.approx(1.0)

@@ -156,3 +156,32 @@ def test_cli_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path, synthet
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resuming after epoch" in resumed.stderr
     assert_same_run(straight, killed)
+
+
+def test_a_run_folder_with_a_checkpoint_is_not_started_over_without_overwrite(tmp_path, synthetic_parts):
+    cfg = replace(CFG, epochs=1)
+    train(synthetic_parts["train"], synthetic_parts["val"], tmp_path, cfg, progress=False)
+    before = model_tensors(tmp_path)
+    with pytest.raises(ValueError, match="holds a training run already: add --resume .* or --overwrite"):
+        train(synthetic_parts["train"], synthetic_parts["val"], tmp_path, cfg, progress=False)
+    assert all((before[k] == model_tensors(tmp_path)[k]).all() for k in before)
+    result = train(synthetic_parts["train"], synthetic_parts["val"], tmp_path, cfg, overwrite=True, progress=False)
+    assert len(result.history) == 1
+
+
+@pytest.mark.parametrize(("change", "named"), [
+    ({"lr": 0.1}, "--lr 0.0006 -> 0.1"),
+    ({"image_size": 48}, "--image-size 32 -> 48"),
+    ({"batch_size": 4}, "--batch-size 8 -> 4"),
+    ({"max_class_size": 2.0}, "--max-class-size 1 -> 2.0"),  # would mis-shape the head: refused before loading
+])
+def test_a_resume_with_other_settings_is_refused_naming_each_difference(tmp_path, synthetic_parts, change, named):
+    cfg = replace(CFG, epochs=1, max_steps_per_epoch=1)
+    train(synthetic_parts["train"], synthetic_parts["val"], tmp_path, cfg, progress=False)
+    with pytest.raises(ValueError, match="cannot resume with other settings") as error:
+        train(synthetic_parts["train"], synthetic_parts["val"], tmp_path, replace(cfg, **change), resume=True,
+              progress=False)
+    assert named in str(error.value)
+    # Loader workers and patience change nothing that is learnt: a resume may change them.
+    train(synthetic_parts["train"], synthetic_parts["val"], tmp_path, replace(cfg, patience=9), resume=True,
+          progress=False)

@@ -16,7 +16,8 @@ Supported layouts (``load_records`` detects them; ``layout=`` forces one):
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from dermlens.data.io import find_images
@@ -208,3 +209,33 @@ def load_records(path: str | Path, *, layout: str = "auto", mapper: LabelMapper 
     elif layout != "folders" and path.is_dir():
         path = detect_layout(path)[1]
     return LAYOUTS[layout](path, mapper)
+
+
+def source_name(path: str | Path) -> str:
+    """A dataset's name: its folder's name (the folder holding the CSV when given a CSV)."""
+    path = Path(path)
+    return path.name if path.is_dir() else path.parent.name
+
+
+def load_pooled(paths: str | Path | Sequence[str | Path], *, mapper: LabelMapper | None = None) -> list[Record]:
+    """One dataset, or several pooled, as Esteva et al. pooled dermoscopic and clinical sources.
+
+    Each record keeps its dataset's fixed split and modality and is marked with its ``source``. Pooled datasets get
+    their group ids prefixed with the source's name, so that two datasets' unrelated lesion ids (or file names such
+    as ``images/0001.jpg``) can never merge into one group.
+    """
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    names = [source_name(p) for p in paths]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise DatasetLayoutError(f"--data: two datasets share the folder name {repeated[0]!r}; pool distinct datasets")
+    mapper = mapper or LabelMapper(default_taxonomy())
+    records: list[Record] = []
+    for path, name in zip(paths, names):
+        loaded = load_records(path, mapper=mapper)
+        if len(paths) == 1:
+            records += [replace(r, source=name) for r in loaded]
+        else:
+            records += [replace(r, source=name, group=f"{name}:{r.group}") for r in loaded]
+    return records

@@ -30,6 +30,7 @@ __all__ = [
     "find_images",
     "is_image_file",
     "load_image",
+    "output_stems",
 ]
 
 MAX_PIXELS = 100_000_000  # 100 megapixels: far above any dermoscope or phone camera, far below a memory blow-up.
@@ -139,11 +140,41 @@ def find_images(paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str]
     return found
 
 
+def output_stems(paths: Iterable[str | os.PathLike[str]]) -> list[str]:
+    """One output name per input, for commands that write files named after their inputs (screen, segment).
+
+    Two folders may both hold ``lesion.jpg``: the first keeps ``lesion``, the next get ``lesion-2``, ``lesion-3``...
+    (skipping any name an input already has), so no output overwrites another.
+    """
+    paths = [Path(p) for p in paths]
+    taken = {p.stem or "image" for p in paths}
+    used: set[str] = set()
+    stems = []
+    for path in paths:
+        stem = path.stem or "image"
+        if stem in used:
+            k = 2
+            while f"{stem}-{k}" in used or f"{stem}-{k}" in taken:
+                k += 1
+            stem = f"{stem}-{k}"
+        used.add(stem)
+        stems.append(stem)
+    return stems
+
+
 def _images_in_folder(folder: Path, recursive: bool) -> list[Path]:
     files: list[Path] = []
-    # os.walk without following links: no loops through symlinked folders.
-    for root, dirnames, filenames in os.walk(folder, followlinks=False):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")) if recursive else []
+    # Symlinked sub-folders are followed (archives are often assembled from links), each real folder once: a link
+    # back to a folder already walked (a loop, or a second route to the same photos) is not entered again.
+    walked = {os.path.realpath(folder)}
+    for root, dirnames, filenames in os.walk(folder, followlinks=True):
+        entered = []
+        for name in sorted(d for d in dirnames if not d.startswith(".")) if recursive else []:
+            real = os.path.realpath(os.path.join(root, name))
+            if real not in walked:
+                walked.add(real)
+                entered.append(name)
+        dirnames[:] = entered
         root_path = Path(root)
         for filename in filenames:
             if filename.startswith(".") or not is_image_file(filename):

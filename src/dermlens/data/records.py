@@ -20,4 +20,5 @@ class Record:
     group: str
     modality: str = "unknown"  # "dermoscopic", "clinical", "synthetic" or "unknown"
     split: str | None = None  # a split fixed by the dataset itself (HAM10000 ships one), else None
+    source: str = ""  # the dataset it came from (its folder name) when several are pooled
     metadata: dict = field(default_factory=dict, compare=False, hash=False)

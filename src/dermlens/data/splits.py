@@ -67,3 +67,20 @@ def grouped_split(
     parts = {"train": train, "val": val, "test": test}
     check_no_group_leak(parts)
     return parts
+
+
+def pooled_split(records: Sequence[Record], val_fraction: float = 0.15, seed: int = 0) -> dict[str, list[Record]]:
+    """train/val/test of several pooled datasets: each dataset keeps its own fixed split; one without a split is cut
+    into train and val (grouped, stratified) and contributes no test images, because its test figures would not be
+    comparable with anyone else's. Checked for group leaks across the whole pool."""
+    by_source: dict[str, list[Record]] = {}
+    for record in records:
+        by_source.setdefault(record.source, []).append(record)
+    parts: dict[str, list[Record]] = {"train": [], "val": [], "test": []}
+    for source_records in by_source.values():
+        has_fixed_split = all(r.split is not None for r in source_records)
+        test_fraction = 0.15 if has_fixed_split else 0.0  # only used when the fixed split is not train/val/test
+        for name, part in grouped_split(source_records, val_fraction, test_fraction, seed).items():
+            parts[name] += part
+    check_no_group_leak(parts)
+    return parts

@@ -114,19 +114,72 @@ def build_eval_transform(pre: Preprocessing) -> T.Compose:
     return T.Compose(eval_geometry(pre) + _to_float_tensor() + _finish(pre))
 
 
-def build_train_transform(pre: Preprocessing, strength: str = "paper") -> T.Compose:
-    """The paper's augmentation (rotation, inscribed crop, flips) plus scale, aspect and colour jitter.
+class RandomResolution(torch.nn.Module):
+    """With probability ``p``, shrink the photo so its shorter side is ``min_side``..its own, then let the next step
+    resize it back up: the model sees the softness of a low-resolution camera or a photo taken from further away
+    (HAM10000 comes at 200x150, PH2 at 765x574; sealed sets at anything)."""
 
-    ``strength="paper"`` adds a random-resized crop (scale and aspect robustness for cameras and resolutions the
-    model never saw) and mild colour jitter; ``"light"`` keeps only rotation and flips.
+    def __init__(self, p: float = 0.5, min_side: int = 64):
+        super().__init__()
+        self.p, self.min_side = p, min_side
+
+    def forward(self, image: Image.Image) -> Image.Image:
+        shorter = min(image.size)
+        if shorter <= self.min_side or float(torch.rand(())) >= self.p:
+            return image
+        target = int(torch.randint(self.min_side, shorter + 1, ()))
+        scale = target / shorter
+        small = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        return image.resize(small, Image.BILINEAR)
+
+
+class RandomSquash(torch.nn.Module):
+    """With probability ``p``, stretch one axis by up to ``max_ratio``: some sources squash photos to a square
+    (ISIC 2017's 256x256 copy, SD-198's 224x224), so a lesion's shape on its own must not decide the answer."""
+
+    def __init__(self, p: float = 0.5, max_ratio: float = 1.5):
+        super().__init__()
+        self.p, self.max_ratio = p, max_ratio
+
+    def forward(self, image: Image.Image) -> Image.Image:
+        if float(torch.rand(())) >= self.p:
+            return image
+        ratio = math.exp(float(torch.empty(()).uniform_(-math.log(self.max_ratio), math.log(self.max_ratio))))
+        width, height = image.size
+        return image.resize((max(1, round(width * ratio)), height), Image.BILINEAR)
+
+
+AUGMENTATIONS = ("paper", "light", "camera")
+
+
+def build_train_transform(pre: Preprocessing, strength: str = "paper") -> T.Compose:
+    """The paper's augmentation (rotation, inscribed crop, flips), with more or less on top.
+
+    ``"light"`` keeps only rotation and flips. ``"paper"`` adds a random-resized crop (scale and aspect) and mild
+    colour jitter. ``"camera"`` is for photos from cameras, clinics and resolutions the model never saw: wider zoom,
+    aspect squash, a lower resolution, stronger colour and white-balance shifts, blur and JPEG re-compression.
     """
+    if strength not in AUGMENTATIONS:
+        raise ValueError(f"augment must be one of {', '.join(AUGMENTATIONS)}; got {strength!r}")
     steps: list = [RandomRotateInscribedCrop()]
     if strength == "light":
         steps += [T.Resize((pre.size, pre.size), antialias=True)]
-    else:
+    elif strength == "paper":
         steps += [
             T.RandomResizedCrop(pre.size, scale=(0.35, 1.0), ratio=(3 / 4, 4 / 3), antialias=True),
             T.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02),
         ]
+    else:
+        steps += [
+            RandomSquash(p=0.5, max_ratio=1.5),
+            RandomResolution(p=0.4, min_side=max(32, pre.size // 3)),
+            T.RandomResizedCrop(pre.size, scale=(0.25, 1.0), ratio=(3 / 4, 4 / 3), antialias=True),
+            T.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.04),
+            T.RandomApply([T.GaussianBlur(5, sigma=(0.1, 1.5))], p=0.25),
+        ]
     steps += [T.RandomHorizontalFlip(), T.RandomVerticalFlip()]
+    if strength == "camera":
+        # JPEG works on uint8 images: re-compress between decoding to a tensor and scaling to float.
+        steps += [T.ToImage(), T.RandomApply([T.JPEG((30, 95))], p=0.4), T.ToDtype(torch.float32, scale=True)]
+        return T.Compose(steps + _finish(pre))
     return T.Compose(steps + _to_float_tensor() + _finish(pre))

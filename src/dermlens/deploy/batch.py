@@ -3,14 +3,17 @@
     paths / folders / CSV lists ──► DataLoader (worker processes decode + preprocess; a bad file becomes an error
     marker, never an exception) ──► batches ──► Predictor.predict_tensors ──► rows appended and flushed per batch
 
-A crash loses nothing already written: every batch is flushed before the next one is read. ``resume=True`` reads
-the output file, drops a last row cut off mid-write, and skips every image already in it.
+A crash loses nothing already written: every batch is flushed before the next one is read, and a JSON file is a
+complete, valid array after every batch (an interrupted batch is cut back off). ``resume=True`` reads the output
+file, drops a last row cut off mid-write, and skips every image already in it (``retry_failed=True``: except those
+whose row is an error, which are predicted again). An existing result is never replaced unless ``overwrite=True``.
 """
 from __future__ import annotations
 
 import csv
 import io
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -20,13 +23,17 @@ from typing import IO
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from dermlens.data.io import ImageDecodeError, find_images, is_image_file, load_image
+from dermlens.data.io import IMAGE_EXTENSIONS, ImageDecodeError, find_images, is_image_file, load_image
 
 LIST_COLUMNS = ("image", "path", "file", "filename", "image_path", "filepath")
 
 
 class OutputMismatchError(ValueError):
     """``--resume`` on an output file that another model or format wrote."""
+
+
+class EmptyInputError(ValueError):
+    """The inputs name no image at all: an empty folder, a CSV list without rows."""
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -54,20 +61,42 @@ def read_image_list(csv_path: Path) -> list[Path]:
     return [root / row[column].strip() for row in body if len(row) > column and row[column].strip()]
 
 
-def collect_inputs(paths: Sequence[str | Path]) -> list[Path]:
-    """Files as given, folders expanded into their images, ``.csv`` files read as lists of images."""
+def collect_inputs(paths: Sequence[str | Path], on_empty: Callable[[str], None] | None = None) -> list[Path]:
+    """Files as given, folders expanded into their images, ``.csv`` files read as lists of images.
+
+    A folder without images or a CSV list without rows is told to ``on_empty``; when nothing at all is left,
+    :class:`EmptyInputError` says so (a header-only result would look like success).
+    """
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
     expanded: list[Path] = []
+    empty: list[str] = []
     for given in paths:
         path = Path(given)
         if path.suffix.lower() == ".csv" and path.is_file():
-            expanded.extend(read_image_list(path))
+            listed = read_image_list(path)
+            if not listed:
+                empty.append(f"{path}: the CSV list names no images")
+            expanded.extend(listed)
+        elif path.is_dir():
+            found = find_images([path])
+            if not found:
+                empty.append(f"{path}: the folder holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+            expanded.extend(found)
         else:
             expanded.append(path)
-    return find_images(expanded)
+    files = find_images(expanded)
+    if not files:
+        raise EmptyInputError("; ".join(empty) if empty else "no images given")
+    for message in empty:
+        if on_empty:
+            on_empty(message)
+    return files
 
 
 class DecodingDataset(Dataset):
-    """(index, tensor or None, error text): decoding failures travel back from the workers as data."""
+    """(index, tensor or None, error text, shorter side in pixels): decoding failures travel back from the workers
+    as data; the photo's size goes with its tensor for the gate's resolution check."""
 
     def __init__(self, paths: Sequence[str | Path], transform: Callable):
         self.paths = [str(p) for p in paths]
@@ -78,19 +107,21 @@ class DecodingDataset(Dataset):
 
     def __getitem__(self, index: int):
         try:
-            return index, self.transform(load_image(self.paths[index])), ""
+            image = load_image(self.paths[index])
+            return index, self.transform(image), "", min(image.size)
         except ImageDecodeError as e:
-            return index, None, e.reason
+            return index, None, e.reason, 0
         except Exception as e:  # noqa: BLE001 - one odd file must not end a batch of a million
-            return index, None, f"cannot process image ({type(e).__name__}: {e})"
+            return index, None, f"cannot process image ({type(e).__name__}: {e})", 0
 
 
 def collate_with_errors(items: list) -> dict:
-    good = [(i, t) for i, t, _ in items if t is not None]
+    good = [(i, t, side) for i, t, _, side in items if t is not None]
     return {
-        "indices": [i for i, _ in good],
-        "images": torch.stack([t for _, t in good]) if good else None,
-        "failed": [(i, error) for i, t, error in items if t is None],
+        "indices": [i for i, _, _ in good],
+        "images": torch.stack([t for _, t, _ in good]) if good else None,
+        "shorter_sides": [side for _, _, side in good],
+        "failed": [(i, error) for i, t, error, _ in items if t is None],
     }
 
 
@@ -100,12 +131,14 @@ def collate_with_errors(items: list) -> dict:
 
 
 def csv_fields(node_ids: Sequence[str]) -> list[str]:
-    return ["image", "error", "triage", "top1"] + [f"p_{n}" for n in node_ids]
+    return ["image", "error", "triage", "quality", "ood_score", "modality", "top1"] + [f"p_{n}" for n in node_ids]
 
 
 def csv_row(prediction) -> dict:
     row = {"image": prediction.image, "error": prediction.error, "triage": prediction.triage,
-           "top1": prediction.top5[0][0] if prediction.top5 else ""}
+           "quality": prediction.quality,
+           "ood_score": "" if prediction.ood_score is None else f"{prediction.ood_score:.4f}",
+           "modality": prediction.modality, "top1": prediction.top5[0][0] if prediction.top5 else ""}
     row.update({f"p_{n}": f"{p:.6f}" for n, p in prediction.probabilities.items()})
     return row
 
@@ -116,51 +149,101 @@ class CsvOutput:
         self.writer = csv.DictWriter(stream, fieldnames=fields)
         if write_header:
             self.writer.writeheader()
+        self.end = stream.tell() if stream.seekable() else None  # end of the last complete batch
 
     def write(self, prediction) -> None:
         self.writer.writerow(csv_row(prediction))
 
+    def end_batch(self) -> None:
+        self.stream.flush()
+        if self.end is not None:
+            self.end = self.stream.tell()
+
     def close(self) -> None:
         pass
 
+    def abort(self) -> None:
+        """Interrupted (Ctrl-C, an error): cut the file back to its last complete batch."""
+        if self.end is not None:
+            self.stream.seek(self.end)
+            self.stream.truncate()
+
 
 class JsonOutput:
-    """A JSON array with one prediction per line, so a partial file can be repaired and continued."""
+    """A JSON array with one prediction per line, so a partial file can be repaired and continued.
+
+    Written to a file, the array is closed after every batch (the next batch overwrites the closing bracket), so
+    the file is valid JSON whenever a batch is not being written, and an interrupted batch is cut back off.
+    """
 
     def __init__(self, stream: IO[str], continuing: bool):
         self.stream = stream
         self.first = not continuing
+        self.seekable = stream.seekable()
         if not continuing:
             stream.write("[")
+        self.end = stream.tell() if self.seekable else None  # where the closing bracket goes
+        self.pending: list[str] = []
+        if self.seekable:
+            self._close_array()
 
     def write(self, prediction) -> None:
-        self.stream.write(("\n" if self.first else ",\n") + json.dumps(prediction.to_dict()))
+        item = ("\n" if self.first else ",\n") + json.dumps(prediction.to_dict())
         self.first = False
+        if self.seekable:
+            self.pending.append(item)
+        else:
+            self.stream.write(item)
+
+    def end_batch(self) -> None:
+        if self.seekable and self.pending:
+            self.stream.seek(self.end)
+            self.stream.write("".join(self.pending))
+            self.pending = []
+            self.end = self.stream.tell()
+            self._close_array()
+
+    def _close_array(self) -> None:
+        self.stream.seek(self.end)
+        self.stream.write("\n]\n")
+        self.stream.truncate()
+        self.stream.flush()
 
     def close(self) -> None:
-        self.stream.write("\n]\n")
+        if not self.seekable:
+            self.stream.write("\n]\n")
+
+    def abort(self) -> None:
+        """Interrupted: close the array after the last complete batch (stdout: after what was written)."""
+        self.pending = []
+        if self.seekable:
+            self._close_array()
+        else:
+            self.stream.write("\n]\n")
 
 
-def _done_in_csv(path: Path, fields: list[str]) -> tuple[set[str], int]:
-    """Images already in a CSV output, and the byte length of its complete rows (a cut-off last row is dropped)."""
+def _done_in_csv(path: Path, fields: list[str]) -> tuple[dict[str, str], int]:
+    """Images already in a CSV output (image -> its error, "" when predicted), and the byte length of its complete
+    rows (a cut-off last row is dropped)."""
     data = path.read_bytes()
     complete = data[: data.rfind(b"\n") + 1]
     text = complete.decode("utf-8")
     rows = list(csv.reader(io.StringIO(text, newline="")))
     if not rows:
-        return set(), 0
+        return {}, 0
     if rows[0] != fields:
         raise OutputMismatchError(f"{path}: its columns are not this model's ({len(rows[0])} vs {len(fields)} "
                                   "columns); write to a new --out folder")
-    return {row[0] for row in rows[1:] if row}, len(complete)
+    return {row[0]: row[1] for row in rows[1:] if row}, len(complete)
 
 
-def _done_in_json(path: Path) -> tuple[set[str], int]:
-    """Images already in a JSON output, and the byte length up to the end of its last complete object."""
+def _done_in_json(path: Path) -> tuple[dict[str, str], int]:
+    """Images already in a JSON output (image -> its error), and the byte length up to the end of its last
+    complete object."""
     data = path.read_bytes()
     if not data.lstrip().startswith(b"["):
         raise OutputMismatchError(f"{path}: not a dermlens JSON prediction file; write to a new --out folder")
-    done, end, offset = set(), 0, 0
+    done, end, offset = {}, 0, 0
     for line in data.splitlines(keepends=True):
         start, offset = offset, offset + len(line)
         body = line.rstrip()
@@ -173,9 +256,28 @@ def _done_in_json(path: Path) -> tuple[set[str], int]:
             item = json.loads(body)
         except json.JSONDecodeError:
             break  # cut off mid-write: written again
-        done.add(item["image"])
+        done[item["image"]] = item.get("error") or ""
         end = start + len(body)
     return done, end
+
+
+def _drop_rows(path: Path, format: str, images: set[str]) -> None:
+    """Rewrite an output file without the rows of ``images`` (to predict them again), atomically."""
+    text = path.read_text(encoding="utf-8")
+    if format == "csv":
+        rows = list(csv.reader(io.StringIO(text[: text.rfind("\n") + 1], newline="")))
+        buffer = io.StringIO(newline="")
+        writer = csv.writer(buffer)
+        writer.writerows([rows[0]] + [row for row in rows[1:] if row and row[0] not in images])
+        kept = buffer.getvalue()
+    else:
+        _, end = _done_in_json(path)
+        lines = [line.rstrip().rstrip(",") for line in text[:end].splitlines() if line.lstrip().startswith("{")]
+        items = [line for line in lines if json.loads(line)["image"] not in images]
+        kept = "[" + "".join(("\n" if k == 0 else ",\n") + item for k, item in enumerate(items)) + "\n]\n"
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(kept, encoding="utf-8", newline="")
+    os.replace(temporary, path)
 
 
 @dataclass
@@ -183,12 +285,24 @@ class BatchSummary:
     total: int = 0  # images found
     skipped: int = 0  # already in the output (resume)
     predicted: int = 0
-    failed: int = 0
+    failed: int = 0  # failed in this run
     failures: list[tuple[str, str]] = field(default_factory=list)
+    earlier_failed: int = 0  # skipped images whose earlier row is an error (resume without retry_failed)
+    earlier_failures: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def failed_in_file(self) -> int:
+        """Error rows of these images in the whole output, this run's and earlier runs'."""
+        return self.failed + self.earlier_failed
 
 
-def open_output(out_path: Path | None, format: str, node_ids: Sequence[str], resume: bool):
-    """(output writer, stream, images already done)."""
+def open_output(out_path: Path | None, format: str, node_ids: Sequence[str], resume: bool,
+                retry_failed: bool = False, overwrite: bool = False):
+    """(output writer, stream, images already done -> their error).
+
+    Refuses (FileExistsError) to replace a non-empty result unless ``resume`` continues it or ``overwrite``.
+    ``retry_failed`` (with ``resume``) first removes the error rows, so those images are predicted again.
+    """
     if format not in ("csv", "json"):
         raise ValueError(f"format must be csv or json; got {format!r}")
     if out_path is None:
@@ -196,11 +310,23 @@ def open_output(out_path: Path | None, format: str, node_ids: Sequence[str], res
             raise ValueError("--resume needs an output file (--out)")
         stream = sys.stdout
         writer = CsvOutput(stream, csv_fields(node_ids), True) if format == "csv" else JsonOutput(stream, False)
-        return writer, stream, set()
-    done: set[str] = set()
+        return writer, stream, {}
+    done: dict[str, str] = {}
     keep = 0
-    if resume and out_path.is_file() and out_path.stat().st_size:
-        done, keep = _done_in_csv(out_path, csv_fields(node_ids)) if format == "csv" else _done_in_json(out_path)
+    has_results = out_path.is_file() and out_path.stat().st_size > 0
+    if has_results and not resume and not overwrite:
+        raise FileExistsError(f"{out_path} already holds results; --resume finishes it (--retry-failed also "
+                              "retries its errors), --overwrite replaces it")
+
+    def read_done():
+        return _done_in_csv(out_path, csv_fields(node_ids)) if format == "csv" else _done_in_json(out_path)
+
+    if resume and has_results:
+        done, keep = read_done()
+        failed = {image for image, error in done.items() if error}
+        if retry_failed and failed:
+            _drop_rows(out_path, format, failed)
+            done, keep = read_done()
     out_path.parent.mkdir(parents=True, exist_ok=True)
     if keep:
         stream = open(out_path, "r+", newline="", encoding="utf-8")  # noqa: SIM115 - closed by the caller
@@ -226,14 +352,26 @@ def predict_files(
     resume: bool = False,
     progress: bool = True,
     on_error: Callable[[str, str], None] | None = None,
+    modality: str | None = None,
+    retry_failed: bool = False,
+    overwrite: bool = False,
 ) -> BatchSummary:
-    """Predict every file, appending rows to ``out_path`` (stdout when None) batch by batch."""
+    """Predict every file, appending rows to ``out_path`` (stdout when None) batch by batch.
+
+    ``resume`` skips images already in ``out_path``; ``retry_failed`` predicts those with an error row again.
+    A non-empty ``out_path`` is only replaced with ``overwrite``. The summary counts this run's failures and, on
+    resume, the earlier error rows of these images (``failed_in_file``).
+    """
     from tqdm.auto import tqdm
 
+    if batch_size < 1 or num_workers < 0:  # checked before the output is touched
+        raise ValueError(f"batch_size must be at least 1 and num_workers at least 0; got {batch_size}, {num_workers}")
     names = [str(f) for f in files]
-    writer, stream, done = open_output(out_path, format, predictor.node_ids, resume)
+    writer, stream, done = open_output(out_path, format, predictor.node_ids, resume, retry_failed, overwrite)
     todo = [n for n in names if n not in done]
     summary = BatchSummary(total=len(names), skipped=len(names) - len(todo))
+    summary.earlier_failures = [(n, done[n]) for n in dict.fromkeys(names) if done.get(n)]
+    summary.earlier_failed = len(summary.earlier_failures)
     loader = DataLoader(
         DecodingDataset(todo, predictor.transform), batch_size=batch_size, num_workers=num_workers,
         collate_fn=collate_with_errors, persistent_workers=False,
@@ -244,7 +382,8 @@ def predict_files(
             for batch in loader:
                 rows = {}
                 if batch["images"] is not None:
-                    predictions = predictor.predict_tensors(batch["images"], [todo[i] for i in batch["indices"]])
+                    predictions = predictor.predict_tensors(batch["images"], [todo[i] for i in batch["indices"]], modality,
+                                                            batch["shorter_sides"])
                     rows.update(zip(batch["indices"], predictions))
                 for index, error in batch["failed"]:
                     rows[index] = _failed(todo[index], error)
@@ -253,11 +392,15 @@ def predict_files(
                         on_error(todo[index], error)
                 for index in sorted(rows):  # input order, failures in their place
                     writer.write(rows[index])
+                writer.end_batch()
                 stream.flush()  # results so far survive a crash
                 summary.predicted += len(rows) - len(batch["failed"])
                 summary.failed += len(batch["failed"])
                 bar.update(len(rows))
         writer.close()
+    except BaseException:  # Ctrl-C or an error: leave the file as it was after the last complete batch
+        writer.abort()
+        raise
     finally:
         stream.flush()
         if out_path is not None:

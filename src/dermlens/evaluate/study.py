@@ -29,15 +29,15 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from dermlens.data.datasets import load_records
+from dermlens.data.datasets import load_pooled
 from dermlens.data.io import ImageDecodeError, load_image
 from dermlens.data.records import Record
 from dermlens.data.splits import grouped_kfold
 from dermlens.data.transforms import Preprocessing, build_eval_transform
 from dermlens.taxonomy import ClassAssignment, Taxonomy, TrainingClass, default_taxonomy, partition
+from dermlens.taxonomy.partition import esteva_max_class_size
 
 SPACES = ("three_way", "nine_way", "training_classes")
-ESTEVA_MAX_CLASS_SIZE, ESTEVA_N_IMAGES = 1000, 129_450
 SPACE_LEVEL = {"three_way": 1, "nine_way": 2}
 SPACE_TITLES = {"three_way": "3 first-level classes", "nine_way": "9 second-level classes",
                 "training_classes": "partitioned training classes"}
@@ -87,11 +87,6 @@ class StudyConfig:
 def level_node(taxonomy: Taxonomy, node: str, space: str) -> str | None:
     """The node an image labelled ``node`` trains as in a direct 3-way / 9-way space (None: labelled above it)."""
     return taxonomy.ancestor_at_level(node, SPACE_LEVEL[space])
-
-
-def scaled_max_class_size(n_images: int) -> float:
-    """Esteva et al.'s partition threshold in proportion to the data (HAM10000's 10,015 images: 77)."""
-    return float(max(1, round(n_images * ESTEVA_MAX_CLASS_SIZE / ESTEVA_N_IMAGES)))
 
 
 def space_classes(space: str, taxonomy: Taxonomy, train_nodes: list[str], max_class_size: float) -> list[TrainingClass]:
@@ -317,18 +312,8 @@ def check_images(records: list[Record], progress: bool = True) -> tuple[np.ndarr
 
 # ---------------------------------------------------------------------------------------------- the study
 def load_study_records(data: str | Path | Sequence[str | Path]) -> list[Record]:
-    """One dataset, or several pooled (e.g. dermoscopic HAM10000 with clinical SD-198, as the paper pooled sources).
-
-    Pooled datasets get their group ids prefixed with the dataset's folder name, so that two datasets' unrelated
-    lesion ids can never merge into one group.
-    """
-    if isinstance(data, (str, Path)):
-        return load_records(data)
-    records = []
-    for path in data:
-        name = Path(path).name if Path(path).is_dir() else Path(path).parent.name
-        records += [replace(r, group=f"{name}:{r.group}") for r in load_records(path)]
-    return records
+    """One dataset, or several pooled (see ``dermlens.data.datasets.load_pooled``)."""
+    return load_pooled(data)
 
 
 def write_records(path: Path, records: list[Record], fold_of: np.ndarray, ok: np.ndarray) -> None:
@@ -400,7 +385,7 @@ def run_study(
         raise ValueError(f"{source}: {len({r.group for r in usable})} groups, fewer than --folds {cfg.folds}")
 
     if cfg.max_class_size is None:
-        cfg = replace(cfg, max_class_size=scaled_max_class_size(len(usable)))
+        cfg = replace(cfg, max_class_size=esteva_max_class_size(len(usable)))
     synthetic = synthetic or all(r.modality == "synthetic" for r in usable)
 
     # 2. Folds over the usable images (indices below are into ``records``).

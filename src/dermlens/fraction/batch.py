@@ -11,20 +11,14 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from dermlens.data.io import ImageDecodeError, find_images
+from dermlens.data.io import ImageDecodeError, find_images, output_stems
 from dermlens.fraction.measurements import COLUMNS, measure
 from dermlens.fraction.segmenter import Segmenter
 
 
 def _output_stems(paths: list[Path]) -> list[str]:
-    """File stems, made unique (two folders may both hold ``lesion.jpg``)."""
-    seen: dict[str, int] = {}
-    stems = []
-    for path in paths:
-        count = seen.get(path.stem, 0)
-        seen[path.stem] = count + 1
-        stems.append(path.stem if count == 0 else f"{path.stem}-{count + 1}")
-    return stems
+    """File stems, made unique (two folders may both hold ``lesion.jpg``): the rule ``screen`` follows too."""
+    return output_stems(paths)
 
 
 def segment_images(inputs, out: str | Path, segmenter: Segmenter, mm_per_pixel: float | None = None,

@@ -43,13 +43,20 @@ class ModelConfig:
     classes: list[TrainingClass]
     taxonomy_version: str
     taxonomy_fingerprint: str
-    operating_point: OperatingPoint = field(default_factory=OperatingPoint)
+    operating_point: OperatingPoint = field(default_factory=OperatingPoint)  # photos of unknown modality
+    operating_points: dict[str, OperatingPoint] = field(default_factory=dict)  # per modality: dermoscopic, clinical
+    modality_head: dict | None = None  # the modality recogniser beside the weights (models/modality.py)
+    gate: dict | None = None  # the photo gate: its thresholds and its heads' file (gate/); None: classical checks only
     training: dict = field(default_factory=dict)  # data, command, epochs, metrics: provenance for the model card
     format_version: int = FORMAT_VERSION
 
     @property
     def class_nodes(self) -> list[str]:
         return [c.node for c in self.classes]
+
+    def operating_point_for(self, modality: str | None) -> OperatingPoint:
+        """The modality's own operating point where validation data chose one, else the pooled one."""
+        return self.operating_points.get(modality or "", self.operating_point)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -64,6 +71,7 @@ class ModelConfig:
         d["preprocessing"] = Preprocessing.from_dict(d["preprocessing"])
         d["classes"] = [TrainingClass(**c) for c in d["classes"]]
         d["operating_point"] = OperatingPoint(**d.get("operating_point", {}))
+        d["operating_points"] = {m: OperatingPoint(**op) for m, op in (d.get("operating_points") or {}).items()}
         return cls(**d)
 
 

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from dermlens.data.io import ImageDecodeError, load_image
+from dermlens.data.io import ImageDecodeError, load_image, output_stems
 from dermlens.models.features import classifier_layer, pre_logits
 from dermlens.screen.detect import DetectorConfig, detect_candidates
 from dermlens.screen.lesion_head import BUNDLED_HEAD_DIR, LesionHead
@@ -49,13 +49,15 @@ class Lesion:
     embedding: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0))
     ugly_duckling_score: float = 0.0
     rank: int = 0
+    ood_score: float | None = None  # the photo gate's distance from the training photos / its threshold (info only)
 
     def to_dict(self) -> dict:
         return {
             "box": self.box, "p_malignant": round(self.p_malignant, 5), "suspicious": self.suspicious,
             "ugly_duckling_score": round(self.ugly_duckling_score, 5), "rank": self.rank,
             "p_lesion": round(self.p_lesion, 5), "top_class": self.top_class, "diameter_px": round(self.diameter, 1),
-            "contrast": round(self.contrast, 2), "probabilities": {k: round(v, 5) for k, v in self.probabilities.items()},
+            "contrast": round(self.contrast, 2),
+            "ood_score": None if self.ood_score is None else round(self.ood_score, 4), "probabilities": {k: round(v, 5) for k, v in self.probabilities.items()},
         }
 
 
@@ -68,11 +70,13 @@ class PhotoResult:
     candidates: int = 0  # spots the detector found, lesions or not
     lesions: list[Lesion] = field(default_factory=list)
     error: str = ""
+    quality: str = ""  # the photo gate on the whole photo: ok, not_skin (blank), poor_quality:<exposure>, not_checked
+    advice: str = ""
 
     def to_dict(self) -> dict:
         return {
             "image": self.image, "patient": self.patient, "width": self.width, "height": self.height,
-            "error": self.error, "candidates": self.candidates,
+            "error": self.error, "quality": self.quality, "advice": self.advice, "candidates": self.candidates,
             "lesions": [lesion.to_dict() for lesion in sorted(self.lesions, key=lambda l: l.rank)],
         }
 
@@ -151,6 +155,8 @@ class Screener:
             return PhotoResult(image=name, error=e.reason)
         h, w = rgb.shape[:2]
         result = PhotoResult(image=name, width=w, height=h)
+        verdict = self._photo_verdict(rgb)
+        result.quality, result.advice = verdict.quality, verdict.advice
         candidates = detect_candidates(rgb, self.config.detector)
         result.candidates = len(candidates)
         if not candidates:
@@ -159,9 +165,12 @@ class Screener:
         embeddings, class_probs = self.analyser.analyse(crops)
         node_probs = self.predictor.node_probabilities(class_probs)
         p_lesion = self.head.probability(embeddings) if self.head else np.ones(len(candidates))
+        gate = self.predictor.gate
+        ood = (gate.ood.distance(torch.from_numpy(embeddings)) / gate.thresholds.max_ood_distance
+               if gate is not None and gate.fitted else [None] * len(candidates))
         keep_threshold = self.head.threshold if self.head else 0.0
         classes = [c.node for c in self.predictor.config.classes]
-        for c, emb, cp, npb, pl in zip(candidates, embeddings, class_probs, node_probs, p_lesion):
+        for c, emb, cp, npb, pl, od in zip(candidates, embeddings, class_probs, node_probs, p_lesion, ood):
             if pl < keep_threshold:
                 continue
             p_mal = float(npb[self.malignant_index])
@@ -169,8 +178,21 @@ class Screener:
                 box=c.box, p_lesion=float(pl), p_malignant=p_mal, suspicious=p_mal >= self.threshold,
                 top_class=classes[int(np.argmax(cp))], probabilities=dict(zip(classes, map(float, cp))),
                 diameter=c.diameter, contrast=c.contrast, embedding=emb,
+                ood_score=None if od is None else float(od),
             ))
         return result
+
+    def _photo_verdict(self, rgb: np.ndarray):
+        """The photo gate on the whole photo, as the model would read it (exposure and blankness only)."""
+        from dermlens.gate import not_checked
+        from dermlens.gate.quality import measure, unnormalise
+
+        gate = self.predictor.gate
+        if gate is None:
+            return not_checked()
+        pre = self.predictor.config.preprocessing
+        pixels = unnormalise(self.predictor.transform(Image.fromarray(rgb))[None], pre.mean, pre.std)
+        return gate.photo_verdict(measure(pixels)[0])
 
     def rank(self, results: Sequence[PhotoResult]) -> None:
         """Ugly-duckling scores and ranks within each patient (results sharing ``patient``); in place."""
@@ -236,13 +258,13 @@ def annotate(rgb: np.ndarray, lesions: Sequence[Lesion]) -> Image.Image:
 
 
 def write_outputs(result: PhotoResult, out_dir: str | Path, top_crops: int = 5, context: float = 1.6,
-                  image=None) -> dict[str, Path]:
+                  image=None, stem: str | None = None) -> dict[str, Path]:
     """``<stem>.json`` always; ``<stem>.annotated.jpg`` and ``<stem>.crops/rank<k>.jpg`` (the ``top_crops``
-    highest-ranked lesions) when the photo could be read. ``image`` defaults to the file ``result.image`` names.
-    Returns the paths written."""
+    highest-ranked lesions) when the photo could be read. ``image`` defaults to the file ``result.image`` names;
+    ``stem`` to its file stem. Returns the paths written."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    stem = Path(result.image).stem or "image"
+    stem = stem or Path(result.image).stem or "image"
     written = {"json": out / f"{stem}.json"}
     written["json"].write_text(json.dumps(result.to_dict(), indent=2) + "\n")
     if result.error:
@@ -290,7 +312,7 @@ def patient_ids(files: Sequence[Path], group: str = "all", patient_csv: str | Pa
     if group == "all":
         return ["patient"] * len(files)
     if group == "photo":
-        return [f.stem for f in files]
+        return output_stems(files)  # two photos named alike in different folders are two patients
     raise ValueError(f"group must be 'all' or 'photo', got {group!r}")
 
 
@@ -311,10 +333,7 @@ def screen_files(screener: Screener, files: Sequence[Path], out_dir: str | Path,
     from tqdm.auto import tqdm
 
     out = Path(out_dir)
-    stems = [Path(f).stem for f in files]
-    clashes = sorted({s for s in stems if stems.count(s) > 1})
-    if clashes:
-        raise ValueError(f"photos share a file stem and would overwrite each other's outputs: {', '.join(clashes[:5])}")
+    stems = output_stems(files)  # x.jpg from two folders: x and x-2, as `segment` names them
     with tqdm(total=len(files), desc="screen", unit="photo", disable=not progress) as bar:
         def step(result: PhotoResult) -> None:
             if result.error and on_error:
@@ -322,6 +341,6 @@ def screen_files(screener: Screener, files: Sequence[Path], out_dir: str | Path,
             bar.update(1)
 
         results = screener.screen([str(f) for f in files], patients=patients, progress=step)
-    for result in results:
-        write_outputs(result, out, top_crops, screener.config.crop_context)
+    for result, stem in zip(results, stems):
+        write_outputs(result, out, top_crops, screener.config.crop_context, stem=stem)
     return ScreenSummary(results, out)

@@ -31,9 +31,9 @@ def _in_ten(p: float) -> str:
     return f"{round(10 * p)} of every 10"
 
 
-def operating_point_summary(predictor: Predictor) -> str:
-    """The operating point in words a clinician reads in one go."""
-    op = predictor.operating_point
+def operating_point_summary(predictor: Predictor, modality: str | None = None) -> str:
+    """The operating point (of the photo's modality) in words a clinician reads in one go."""
+    op = predictor.config.operating_point_for(modality)
     name = predictor.taxonomy[op.node].name.lower()
     rule = f"The model refers a lesion when its probability of being a {name} is {percent(op.threshold)} or more"
     if op.sensitivity is None or op.specificity is None:
@@ -51,7 +51,9 @@ def operating_point_summary(predictor: Predictor) -> str:
 
 
 def triage_summary(predictor: Predictor, prediction: Prediction) -> str:
-    op = predictor.operating_point
+    if prediction.triage in ("retake", "cannot_assess"):  # the photo gate stopped it: say what to do instead
+        return prediction.advice
+    op = predictor.config.operating_point_for(prediction.modality)
     name = predictor.taxonomy[op.node].name.lower()
     p = prediction.probabilities[op.node]
     if prediction.triage == "refer":
@@ -83,6 +85,7 @@ def analyse(
     max_pixels: int = SERVING_MAX_PIXELS,
     saliency: str | None = "gradcam",
     metadata: dict | None = None,
+    modality: str | None = None,
 ) -> dict:
     """Decode, classify and explain one uploaded photo; the body of a successful ``POST /api/v1/predict``.
 
@@ -92,11 +95,11 @@ def analyse(
     started = time.perf_counter()
     image = load_image(data, max_pixels=max_pixels, name=name)
     decoded = time.perf_counter()
-    prediction = predictor.predict_tensors(predictor.transform(image)[None], [name])[0]
+    prediction = predictor.predict_tensors(predictor.transform(image)[None], [name], modality, [min(image.size)])[0]
     predicted = time.perf_counter()
     body = prediction.to_dict()  # exactly one element of `dermlens predict --format json`
     taxonomy = predictor.taxonomy
-    op = predictor.operating_point
+    op = predictor.config.operating_point_for(prediction.modality)
     body.update(
         names={node: taxonomy[node].name for node, _ in prediction.top5},  # display names of the top-5 diseases
         three_way=_named(predictor, taxonomy.level_nodes(1), prediction.probabilities),
@@ -106,14 +109,17 @@ def analyse(
             "node": op.node, "name": taxonomy[op.node].name, "threshold": op.threshold,
             "probability": prediction.probabilities[op.node], "sensitivity": op.sensitivity,
             "specificity": op.specificity, "target_sensitivity": op.target_sensitivity, "chosen_on": op.chosen_on,
-            "summary": operating_point_summary(predictor),
+            "summary": operating_point_summary(predictor, prediction.modality),
         },
         metadata=dict(metadata or {}),
         metadata_note="recorded with the request only; this model does not use age, sex or site",
         disclaimer=DISCLAIMER,
         model={"arch": predictor.config.arch, "taxonomy_version": predictor.config.taxonomy_version},
     )
-    if saliency:
+    stopped = prediction.triage in ("retake", "cannot_assess")
+    body["gate"] = {"verdict": prediction.quality.split(":")[0], "quality": prediction.quality,
+                    "ood_score": prediction.ood_score, "advice": prediction.advice, "stopped": stopped}
+    if saliency and not stopped:  # no heat map over a photo the model does not answer for
         target = prediction.top5[0][0]
         smooth = 2.0 * predictor.config.preprocessing.size / 224 if saliency == "input_gradient" else 0.0
         sal = saliency_map(predictor, image, target_class=target, method=saliency, smooth=smooth)
@@ -199,6 +205,11 @@ def model_summary(predictor: Predictor, limits: dict) -> dict:
         "training": {
             k: training[k] for k in ("data", "n_train", "n_val", "best_epoch", "val_balanced_accuracy_training_classes")
             if k in training
+        },
+        "gate": {
+            "enabled": predictor.gate is not None,
+            "fitted": bool(predictor.gate and predictor.gate.fitted),
+            "thresholds": predictor.gate.thresholds.to_dict() if predictor.gate else None,
         },
         "model_card": card,
         "figures": figures,

@@ -18,6 +18,7 @@ from fastapi_offline import FastAPIOffline
 
 from dermlens.data.io import ImageDecodeError
 from dermlens.explain.saliency import METHODS
+from dermlens.models.modality import MODALITIES
 from dermlens.predict import Predictor
 from dermlens.serve.analysis import (
     DISCLAIMER,
@@ -27,6 +28,7 @@ from dermlens.serve.analysis import (
     decode_error_status,
     model_summary,
 )
+from dermlens.serve.guard import StalledUploadGuard, TokenGuard
 from dermlens.serve.pool import InferencePool, PoolFull
 from dermlens.serve.upload import UploadError, read_form
 
@@ -102,6 +104,8 @@ def _metadata(fields: dict[str, str]) -> dict:
         if len(fields["site"]) > 64:
             raise ValueError("site must be at most 64 characters")
         metadata["site"] = fields["site"]
+    if fields.get("modality") and fields["modality"] not in ("auto", *MODALITIES):
+        raise ValueError(f"modality must be auto, {' or '.join(MODALITIES)}; got {fields['modality']!r}")
     return metadata
 
 
@@ -114,6 +118,8 @@ def create_app(
     max_pixels: int = SERVING_MAX_PIXELS,
     tta: int = 1,
     warm_up: bool = True,
+    token: str | None = None,
+    upload_timeout: float = 30.0,
 ):
     """The dermlens web app.
 
@@ -125,6 +131,8 @@ def create_app(
         max_queue: jobs allowed to wait; beyond that requests get 503 with Retry-After.
         max_pixels: largest accepted image, checked from the file header before decoding (decompression bombs).
         warm_up: run one blank photo through inference and saliency at startup.
+        token: an access token every request must carry (see :mod:`dermlens.serve.guard`); None: open to all.
+        upload_timeout: seconds an upload may stall (nothing received) before it gets 408 and is closed.
     """
     if predictor is None:
         predictor = Predictor(model_dir, tta=tta)
@@ -148,6 +156,9 @@ def create_app(
     app.state.predictor = predictor
     app.state.pool = pool
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.add_middleware(StalledUploadGuard, idle_seconds=upload_timeout)
+    if token:
+        app.add_middleware(TokenGuard, token=token)  # added last: the outermost layer, before anything is read
 
     @app.middleware("http")
     async def page_headers(request: Request, call_next):
@@ -162,7 +173,7 @@ def create_app(
             f"please retry in {retry_after} s", {"Retry-After": str(retry_after)},
         )
 
-    @app.get("/", include_in_schema=False)
+    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     async def page():
         return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
 
@@ -200,10 +211,12 @@ def create_app(
             metadata = _metadata(form.fields)
         except ValueError as e:
             return error(422, str(e))
+        modality = form.fields.get("modality") or None
         name = _clean_filename(upload.filename)
         try:
             body = await pool.run(
-                _analyse, predictor, upload.data, name, max_pixels, None if saliency == "none" else saliency, metadata
+                _analyse, predictor, upload.data, name, max_pixels, None if saliency == "none" else saliency, metadata,
+                None if modality == "auto" else modality,
             )
         except PoolFull as e:
             return busy(e.retry_after)
@@ -224,5 +237,6 @@ def _warm_up(predictor) -> None:
     analyse(predictor, buffer.getvalue(), "warm-up.png")
 
 
-def _analyse(predictor, data, name, max_pixels, saliency, metadata):
-    return analyse(predictor, data, name, max_pixels=max_pixels, saliency=saliency, metadata=metadata)
+def _analyse(predictor, data, name, max_pixels, saliency, metadata, modality=None):
+    return analyse(predictor, data, name, max_pixels=max_pixels, saliency=saliency, metadata=metadata,
+                   modality=modality)

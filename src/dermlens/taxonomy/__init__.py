@@ -7,7 +7,7 @@ tools and the CLI can use it without loading a deep-learning framework.
 """
 
 from dermlens.taxonomy.infer import NodeProbabilities, node_probabilities, tree_sum_matrix
-from dermlens.taxonomy.labels import LabelMapper, UnknownLabelError, normalize_label
+from dermlens.taxonomy.labels import LabelMapper, UnknownLabelError, UnknownLabelsError, normalize_label
 from dermlens.taxonomy.partition import ClassAssignment, TrainingClass, partition
 from dermlens.taxonomy.tree import Node, Taxonomy, default_taxonomy
 
@@ -17,6 +17,7 @@ __all__ = [
     "default_taxonomy",
     "LabelMapper",
     "UnknownLabelError",
+    "UnknownLabelsError",
     "normalize_label",
     "TrainingClass",
     "partition",

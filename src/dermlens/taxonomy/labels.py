@@ -11,12 +11,12 @@ from __future__ import annotations
 import difflib
 import re
 import unicodedata
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING, Iterable, Mapping
 
 if TYPE_CHECKING:  # imported for annotations only, so that tree.py can import normalize_label without a cycle
     from dermlens.taxonomy.tree import Taxonomy
 
-__all__ = ["normalize_label", "UnknownLabelError", "LabelMapper"]
+__all__ = ["normalize_label", "UnknownLabelError", "UnknownLabelsError", "LabelMapper"]
 
 _APOSTROPHES = re.compile(r"['\u2019\u2018`]")
 _SEPARATORS = re.compile(r"[^a-z0-9]+")
@@ -60,6 +60,31 @@ class UnknownLabelError(ValueError):
         return (type(self), (self.label, self.file, self.suggestions))
 
 
+class UnknownLabelsError(ValueError):
+    """Several dataset labels that no taxonomy node knows, reported together (see ``LabelMapper.map_all``).
+
+    ``errors`` holds one ``UnknownLabelError`` per distinct unknown label, in first-seen order, so that whoever fixes
+    the taxonomy sees every gap in one run instead of one per run.
+    """
+
+    def __init__(self, errors: list[UnknownLabelError], file: str | None = None):
+        self.errors = list(errors)
+        self.file = file
+        self.labels = [e.label for e in self.errors]
+        where = f" in {file}" if file else ""
+        lines = []
+        for e in self.errors:
+            hint = ", ".join(repr(s) for s in e.suggestions) if e.suggestions else "no known name is close"
+            lines.append(f"  {e.label!r}: closest known names: {hint}")
+        super().__init__(
+            f"{len(self.errors)} unknown diagnosis label(s){where}:\n" + "\n".join(lines) + "\n"
+            "Add them as synonyms in the taxonomy or pass them in LabelMapper(extra={label: node_id})."
+        )
+
+    def __reduce__(self):
+        return (type(self), (self.errors, self.file))
+
+
 class LabelMapper:
     """Turns dataset labels into taxonomy node ids.
 
@@ -99,6 +124,26 @@ class LabelMapper:
         if hit is None:
             raise UnknownLabelError(str(label), file, self._suggest(key))
         return hit[0]
+
+    def map_all(self, labels: Iterable[str], file: str | None = None) -> dict[str, str]:
+        """Map every label at once: ``{label: node id}`` for each distinct label, in first-seen order.
+
+        Unlike ``map``, which stops at the first unknown label, this raises one ``UnknownLabelsError`` listing every
+        unknown label with its closest known names.
+        """
+        mapped: dict[str, str] = {}
+        errors: dict[str, UnknownLabelError] = {}
+        for label in labels:
+            text = str(label)
+            if text in mapped or text in errors:
+                continue
+            try:
+                mapped[text] = self.map(label, file)
+            except UnknownLabelError as error:
+                errors[text] = error
+        if errors:
+            raise UnknownLabelsError(list(errors.values()), file)
+        return mapped
 
     def known_names(self) -> list[str]:
         """Every accepted spelling (ids, names, synonyms, extra labels), sorted, one per normalised form."""

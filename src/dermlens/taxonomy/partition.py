@@ -16,7 +16,15 @@ from typing import Any, Mapping, Sequence
 from dermlens.taxonomy import infer
 from dermlens.taxonomy.tree import Taxonomy
 
-__all__ = ["TrainingClass", "partition", "ClassAssignment"]
+__all__ = ["TrainingClass", "partition", "ClassAssignment", "esteva_max_class_size"]
+
+# Esteva et al. partitioned 129,450 images with max_class_size 1,000.
+ESTEVA_MAX_CLASS_SIZE, ESTEVA_N_IMAGES = 1000, 129_450
+
+
+def esteva_max_class_size(n_images: int) -> float:
+    """The paper's partition threshold in proportion to the data (HAM10000's 10,015 images: 77)."""
+    return float(max(1, round(n_images * ESTEVA_MAX_CLASS_SIZE / ESTEVA_N_IMAGES)))
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,12 @@ def has_checkpoint(directory: Path) -> bool:
     return (directory / TENSORS_FILE).is_file()
 
 
+def read_progress(directory: Path) -> dict:
+    """The progress dict saved with a checkpoint, without loading its tensors (to check it fits first)."""
+    with safe_open(str(directory / TENSORS_FILE), framework="pt") as f:
+        return json.loads(f.metadata()["state"])["progress"]
+
+
 def load_checkpoint(directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
     """Restore model, optimizer and RNG; return the progress dict saved with them."""
     path = directory / TENSORS_FILE

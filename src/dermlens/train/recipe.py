@@ -4,8 +4,10 @@
     ImageNet backbone, new head (one output per class), all layers fine-tuned
     AdamW, linear warm-up then cosine decay (a pure function of the step, so a resumed run follows the same curve)
     class imbalance: square-root re-balancing, half by sampling and half by loss weights (see README)
-    every epoch: validate, checkpoint, log; keep the best model; stop early when validation stops improving
-    at the end: choose the referral threshold on validation data for a target sensitivity
+    every epoch: validate, checkpoint, log; keep the best model (balanced accuracy over training classes, averaged
+    over the validation sources so that each dataset counts alike); stop early when validation stops improving
+    at the end: choose the referral threshold on validation data for a target sensitivity, overall and per
+    modality (dermoscopic, clinical), and fit the modality recogniser on the embedding
 """
 from __future__ import annotations
 
@@ -30,9 +32,11 @@ from dermlens.data.torch_dataset import RecordDataset
 from dermlens.data.transforms import build_eval_transform, build_train_transform
 from dermlens.evaluate import sensitivity_specificity, threshold_for_sensitivity
 from dermlens.models import ModelConfig, OperatingPoint, create_backbone, save_model
+from dermlens.models.modality import MODALITIES, fit_modality_head
 from dermlens.models.inference import predict_loader
 from dermlens.taxonomy import ClassAssignment, Taxonomy, default_taxonomy, partition, tree_sum_matrix
-from dermlens.train.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
+from dermlens.taxonomy.partition import esteva_max_class_size
+from dermlens.train.checkpoint import has_checkpoint, load_checkpoint, read_progress, save_checkpoint
 from dermlens.train.distributed import from_environment
 
 
@@ -49,12 +53,13 @@ class TrainConfig:
     weight_decay: float = 1e-4
     warmup_epochs: float = 1.0
     label_smoothing: float = 0.1
-    balance: str = "sqrt"  # none | sqrt | loss | sampler
-    augment: str = "paper"  # paper | light
+    balance: str = "sqrt"  # none | sqrt | tree | loss | sampler
+    augment: str = "paper"  # paper | light | camera
     color_constancy: bool = True
     patience: int = 4  # epochs without validation improvement before stopping
     target_sensitivity: float = 0.9  # for the referral threshold on P(malignant)
     val_tta: int = 1
+    precision: str = "fp32"  # fp32 | bf16 (autocast for the training step; validation stays fp32)
     num_workers: int = 2
     seed: int = 0
     max_steps_per_epoch: int | None = None  # for smoke tests
@@ -93,6 +98,36 @@ def _load_initial_weights(model: torch.nn.Module, model_dir: str, classes) -> No
     model.load_state_dict(load_file(str(Path(model_dir) / "model.safetensors")))
 
 
+class RunFolderError(ValueError):
+    """A run folder that holds another run: resuming it with other settings, or starting over without --overwrite."""
+
+
+# Settings a resumed run may change: they do not alter what is learnt, only how fast or how long it waits.
+RESUMABLE_CHANGES = ("num_workers", "patience")
+
+
+def run_settings(cfg: TrainConfig, classes, n_train: int) -> dict:
+    """What a checkpoint must agree on with the run that resumes it."""
+    settings = {k: v for k, v in asdict(cfg).items() if k not in RESUMABLE_CHANGES}
+    return {**settings, "classes": [c.node for c in classes], "n_train": n_train}
+
+
+def check_resume_settings(saved: dict | None, current: dict, checkpoint_dir: Path) -> None:
+    if saved is None:  # checkpoints from before settings were stored
+        return
+    differences = [
+        f"--{key.replace('_', '-')} {saved.get(key)!r} -> {current.get(key)!r}" if key not in ("classes", "n_train")
+        else f"{key} {len(saved[key]) if key == 'classes' else saved[key]} -> "
+             f"{len(current[key]) if key == 'classes' else current[key]}"
+        for key in sorted(set(saved) | set(current)) if saved.get(key) != current.get(key)
+    ]
+    if differences:
+        raise RunFolderError(
+            f"{checkpoint_dir}: cannot resume with other settings than the run was started with: "
+            + "; ".join(differences) + ". Use the original settings, or --overwrite to start again."
+        )
+
+
 def learning_rate(step: int, total_steps: int, warmup_steps: int, base_lr: float) -> float:
     if step < warmup_steps:
         return base_lr * (step + 1) / warmup_steps
@@ -100,13 +135,22 @@ def learning_rate(step: int, total_steps: int, warmup_steps: int, base_lr: float
     return base_lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def class_balance(targets: list[int], n_classes: int, mode: str) -> tuple[torch.Tensor | None, torch.Tensor]:
+def class_balance(
+    targets: list[int], n_classes: int, mode: str, class_groups: list[str] | None = None
+) -> tuple[torch.Tensor | None, torch.Tensor]:
     """(per-sample sampling weights or None, per-class loss weights).
 
     Full inverse-frequency balancing ("loss" or "sampler") equalises the classes, which is what balanced accuracy
     and the malignant-class sensitivity reward, but it shows a 80-image class sixty times per epoch (memorised) or
     weighs it sixty-fold (noisy gradients). "sqrt" splits the correction: sampling by 1/sqrt(n) and weighting the
     loss by 1/sqrt(n) together give the same expected balance with far gentler extremes.
+
+    "tree" balances down the taxonomy instead, by sampling alone: each first-level group (``class_groups``: the
+    Esteva class, e.g. benign melanocytic, inflammatory) is drawn in proportion to the square root of its images,
+    and each training class within its group in proportion to the square root of its own. On a pool whose one
+    atlas splits into 180 small inflammatory classes, per-class balancing would spend four draws in five on them
+    and leave the 6,000 dermoscopic nevi and 1,200 melanomas a sliver; balancing the tree keeps the nine
+    questions in proportion and still lifts the small classes (see docs/training.md).
     """
     counts = np.bincount(targets, minlength=n_classes).astype(float)
     counts[counts == 0] = 1
@@ -118,12 +162,37 @@ def class_balance(targets: list[int], n_classes: int, mode: str) -> tuple[torch.
         return None, torch.tensor(w, dtype=torch.float32)
     if mode == "sampler":
         return torch.tensor(1 / counts[targets], dtype=torch.double), ones
+    if mode == "tree":
+        if class_groups is None or len(class_groups) != n_classes:
+            raise ValueError("balance 'tree' needs the first-level group of every training class")
+        groups = sorted(set(class_groups))
+        group_of = np.array([groups.index(g) for g in class_groups])
+        group_counts = np.bincount(group_of, weights=counts, minlength=len(groups))
+        root_in_group = np.array([np.sqrt(counts[group_of == group_of[c]]).sum() for c in range(n_classes)])
+        class_share = np.sqrt(group_counts[group_of]) / np.sqrt(group_counts).sum() * np.sqrt(counts) / root_in_group
+        return torch.tensor((class_share / counts)[targets], dtype=torch.double), ones
     if mode == "sqrt":
         w = 1 / np.sqrt(counts)
         # Mean 1 over the training set (not the re-sampled one); CrossEntropyLoss's weighted mean ignores the scale.
         loss_w = w / (w * counts).sum() * counts.sum()
         return torch.tensor(w[targets], dtype=torch.double), torch.tensor(loss_w, dtype=torch.float32)
-    raise ValueError(f"balance must be none, sqrt, loss or sampler; got {mode!r}")
+    raise ValueError(f"balance must be none, sqrt, tree, loss or sampler; got {mode!r}")
+
+
+def selection_score(val_targets: list[int], predicted: np.ndarray, sources: list[str]) -> float:
+    """Balanced accuracy over training classes on each validation source, averaged over the sources.
+
+    Pooled, HAM10000's 996 validation images would outvote ISIC 2017's 150; a model that generalises must do well on
+    each source, so each counts alike. With one source this is the plain balanced accuracy.
+    """
+    targets = np.asarray(val_targets)
+    scores = []
+    with warnings.catch_warnings():  # a class never predicted early on is expected, not news
+        warnings.simplefilter("ignore", UserWarning)
+        for source in sorted(set(sources)):
+            mask = np.array([s == source for s in sources])
+            scores.append(float(balanced_accuracy_score(targets[mask], predicted[mask])))
+    return float(np.mean(scores))
 
 
 def choose_operating_point(
@@ -156,11 +225,16 @@ def train(
     cfg: TrainConfig = TrainConfig(),
     *,
     resume: bool = False,
+    overwrite: bool = False,
     taxonomy: Taxonomy | None = None,
     progress: bool = True,
     provenance: dict | None = None,
 ) -> TrainResult:
     out_dir = Path(out_dir)
+    if has_checkpoint(out_dir / "checkpoint") and not (resume or overwrite):
+        raise RunFolderError(
+            f"{out_dir} holds a training run already: add --resume to continue it or --overwrite to start again"
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     taxonomy = taxonomy or default_taxonomy()
     torch.manual_seed(cfg.seed)
@@ -172,6 +246,15 @@ def train(
 
     # 1. Labels -> training classes (the partition) -> integer targets.
     classes = partition(taxonomy, Counter(r.node for r in train_records), cfg.max_class_size)
+    if len(classes) < 2:
+        raise ValueError(
+            f"--max-class-size {cfg.max_class_size:g} partitions these {len(train_records)} training images into "
+            f"{len(classes)} class ({', '.join(c.node for c in classes)}); a model needs at least two: lower "
+            f"--max-class-size (about {esteva_max_class_size(len(train_records)):g} keeps the paper's proportion) "
+            "or add images of other diagnoses"
+        )
+    if cfg.precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision must be fp32 or bf16; got {cfg.precision!r}")
     assignment = ClassAssignment(taxonomy, classes)
     train_targets = [assignment.class_index(r.node) for r in train_records]
     val_covered = [r for r in val_records if _covered(assignment, r.node)]
@@ -191,7 +274,8 @@ def train(
         model = ddp.prepare(model)
 
     # 3. Data: augmentation for training, plain preprocessing for validation; re-balanced sampling.
-    sample_weights, loss_weights = class_balance(train_targets, len(classes), cfg.balance)
+    first_level = [taxonomy.ancestor_at_level(c.node, 2) or c.node for c in classes]  # above the nine: its own group
+    sample_weights, loss_weights = class_balance(train_targets, len(classes), cfg.balance, first_level)
     train_set = RecordDataset(train_records, build_train_transform(preprocessing, cfg.augment), train_targets)
     val_set = RecordDataset(val_covered, build_eval_transform(preprocessing), val_targets)
     steps_per_epoch = math.ceil(len(train_set) / cfg.batch_size)
@@ -217,11 +301,14 @@ def train(
 
     # 5. Resume where a killed run left off.
     checkpoint_dir = out_dir / "checkpoint"
-    state = {"epoch": 0, "best_score": -1.0, "best_epoch": 0, "bad_epochs": 0, "history": []}
+    state = {"epoch": 0, "best_score": -1.0, "best_epoch": 0, "bad_epochs": 0, "history": [],
+             "settings": run_settings(cfg, classes, len(train_records))}
     if ddp is not None and resume:
         ddp.same_everywhere(has_checkpoint(checkpoint_dir), f"whether {checkpoint_dir} holds a checkpoint")
     if resume and has_checkpoint(checkpoint_dir):
-        state = load_checkpoint(checkpoint_dir, model, optimizer)
+        settings = run_settings(cfg, classes, len(train_records))
+        check_resume_settings(read_progress(checkpoint_dir).get("settings"), settings, checkpoint_dir)
+        state = {**load_checkpoint(checkpoint_dir, model, optimizer), "settings": settings}
         if main_process:
             print(f"resuming after epoch {state['epoch']} from {checkpoint_dir}", file=sys.stderr)
             # A kill between logging an epoch and checkpointing it leaves that epoch in the log; it is trained again.
@@ -270,12 +357,14 @@ def train(
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step, total_steps, warmup_steps, cfg.lr)
             images = images.contiguous(memory_format=torch.channels_last)
-            if ddp is None:
-                loss = criterion(model(images), targets)
-                batch_loss, batch_images = None, len(images)
-            else:
-                images, targets = images.to(ddp.device, non_blocking=True), targets.to(ddp.device, non_blocking=True)
-                loss, batch_loss, batch_images = ddp.global_loss(train_model(images), targets, criterion)
+            # bf16 autocast: AMX runs the step ~1.7x faster here; weights, optimizer and loss stay fp32.
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.precision == "bf16" and ddp is None):
+                if ddp is None:
+                    loss = criterion(model(images).float(), targets)
+                    batch_loss, batch_images = None, len(images)
+                else:
+                    images, targets = images.to(ddp.device, non_blocking=True), targets.to(ddp.device, non_blocking=True)
+                    loss, batch_loss, batch_images = ddp.global_loss(train_model(images), targets, criterion)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -290,9 +379,7 @@ def train(
 
         probs = predict_loader(model, val_loader, tta=cfg.val_tta).numpy()
         predicted = probs.argmax(1)
-        with warnings.catch_warnings():  # a class never predicted early on is expected, not news
-            warnings.simplefilter("ignore", UserWarning)
-            val_bacc = float(balanced_accuracy_score(val_targets, predicted))
+        val_bacc = selection_score(val_targets, predicted, [r.source for r in val_covered])
         val_loss = float(torch.nn.functional.nll_loss(torch.log(torch.from_numpy(probs).clamp_min(1e-8)), torch.tensor(val_targets)))
         row = {
             "epoch": epoch + 1, "train_loss": loss_sum / max(1, seen), "val_loss": val_loss,
@@ -331,9 +418,17 @@ def train(
         best, config = load_model(model_dir, taxonomy)
         best = best.to(memory_format=torch.channels_last)
         probs = predict_loader(best, val_loader, tta=cfg.val_tta).numpy()
-        config.operating_point = choose_operating_point(
-            taxonomy, assignment, probs, [r.node for r in val_covered], cfg.target_sensitivity
-        )
+        label_nodes = [r.node for r in val_covered]
+        config.operating_point = choose_operating_point(taxonomy, assignment, probs, label_nodes, cfg.target_sensitivity)
+        config.operating_points = {}
+        for modality in sorted({r.modality for r in val_covered} & set(MODALITIES)):
+            mask = np.array([r.modality == modality for r in val_covered])
+            config.operating_points[modality] = choose_operating_point(
+                taxonomy, assignment, probs[mask], [n for n, m in zip(label_nodes, mask) if m], cfg.target_sensitivity
+            )
+        if len({r.modality for r in train_records} & set(MODALITIES)) == 2:
+            fit_modality_head(best, train_records, preprocessing, model_dir, config, seed=cfg.seed,
+                              num_workers=cfg.num_workers, progress=progress)
         config.training["history"] = state["history"]
         save_model(model_dir, best, config)
     if ddp is not None:

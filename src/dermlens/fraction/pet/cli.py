@@ -50,11 +50,11 @@ def simulate_command(
 
 @pet_app.command("train")
 def train_command(
-    data: Path = typer.Option(..., help="A dataset from `dermlens pet simulate`."),
+    data: Path = typer.Option(..., exists=True, file_okay=False, help="A dataset from `dermlens pet simulate`."),
     out: Path = typer.Option(..., help="Run folder: model.safetensors, config.json, checkpoint/, log.jsonl."),
     method: str = typer.Option("fraction", help="fraction (soft-label cross-entropy) or binary (binarised masks)."),
-    epochs: int = typer.Option(12),
-    batch_size: int = typer.Option(32),
+    epochs: int = typer.Option(12, min=1),
+    batch_size: int = typer.Option(32, min=1),
     lr: float = typer.Option(2e-3, help="Peak learning rate (AdamW, cosine schedule)."),
     base_channels: int = typer.Option(16, help="U-Net width (channels of its first level)."),
     val_fraction: float = typer.Option(0.1, help="Share of the dataset held out for the validation loss."),
@@ -79,7 +79,7 @@ def train_command(
 
 @pet_app.command("evaluate")
 def evaluate_command(
-    data: Path = typer.Option(..., help="A test dataset from `dermlens pet simulate` (another seed than training)."),
+    data: Path = typer.Option(..., exists=True, file_okay=False, help="A test dataset from `dermlens pet simulate` (another seed than training)."),
     models: list[Path] = typer.Option(..., help="Model folders from `dermlens pet train` (repeat: one fraction, "
                                                 "one binary)."),
     out: Path = typer.Option(..., help="Output folder: metrics.json and report.html."),

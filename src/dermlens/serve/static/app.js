@@ -79,13 +79,21 @@
   function render(answer) {
     const op = answer.operating_point;
     const refer = answer.triage === "refer";
+    // The photo gate stopped it: say in plain words what to do (retake, or see a doctor), not a diagnosis.
+    const stopped = answer.triage === "retake" || answer.triage === "cannot_assess";
     const card = $("triage");
     card.classList.toggle("refer", refer);
-    card.classList.toggle("reassure", !refer);
+    card.classList.toggle("reassure", !refer && !stopped);
+    card.classList.toggle("stopped", stopped);
     card.dataset.triage = answer.triage;
-    $("triage-call").textContent = refer ? "Refer" : "No referral suggested";
+    $("triage-call").textContent = stopped
+      ? (answer.triage === "retake" ? "Please take the photo again" : "Cannot assess this photo")
+      : (refer ? "Refer" : "No referral suggested");
     $("triage-text").textContent = answer.triage_summary;
-    $("operating-point").textContent = op.summary;
+    const kind = answer.modality
+      ? "Read as a " + answer.modality + " photo (" + (answer.modality_source === "given" ? "as you said" : "recognised from the photo") + "). "
+      : "";
+    $("operating-point").textContent = kind + op.summary;
 
     fillBars($("three-way"), answer.three_way, op);
     fillBars($("nine-way"), answer.nine_way, op);
@@ -126,7 +134,7 @@
 
     const form = new FormData();
     form.append("image", file, file.name || "photo.jpg");
-    for (const id of ["age", "sex", "site"]) {
+    for (const id of ["modality", "age", "sex", "site"]) {
       const value = $(id).value.trim();
       if (value) form.append(id, value);
     }

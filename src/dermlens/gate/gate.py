@@ -1,0 +1,240 @@
+"""The gate before the diagnosis: should the model answer for this photo at all?
+
+For every photo it states one verdict, checked in this order (the first that applies wins):
+
+    not_skin             a blank picture (no contrast at all), or the skin head on the classifier's embedding gives
+                         P(skin photo) below its threshold
+    poor_quality         classical measures of the model input (``gate.quality``): low_resolution, overexposed,
+                         underexposed or out_of_focus (``reason`` says which)
+    out_of_distribution  skin, but its embedding is far from the training photos' (a Mahalanobis distance under a
+                         probabilistic-PCA model of the training embeddings): the classifier's answer is unreliable
+    ok                   none of these
+
+Skin comes before quality so that a blurred cat is "not skin" rather than "retake in focus", and a blurred lesion
+(which the skin head still recognises as skin) is "retake". Triage follows: ``retake`` for not_skin and
+poor_quality (another photo would help), ``cannot_assess`` for out_of_distribution (another photo would not).
+
+A model without a fitted gate (no ``gate`` entry in its config) still gets the classical checks with lenient
+default thresholds; its predictions say ``gate_fitted: false`` so nobody mistakes that for the full gate.
+Parameters live beside the model: ``gate.safetensors`` (skin head, out-of-distribution model) and the thresholds
+in ``config.json["gate"]``, next to the operating points.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from dermlens.gate.quality import QualityMeasures, QualityThresholds, measure, problem, unnormalise
+
+GATE_FILE = "gate.safetensors"
+VERDICTS = ("ok", "not_skin", "poor_quality", "out_of_distribution")
+NOT_CHECKED = "not_checked"  # what --no-gate writes in place of a verdict
+
+ADVICE = {
+    "ok": "",
+    "not_skin": "This does not look like a photo of skin. Take a photo of the skin spot itself, filling most of "
+                "the picture, and try again.",
+    "low_resolution": "The photo is too small to judge. Take it again closer to the spot, with the camera's full "
+                      "resolution (no screenshots or thumbnails).",
+    "overexposed": "The photo is too bright: the spot is washed out. Take it again in daylight without the flash, "
+                   "out of direct sunlight.",
+    "underexposed": "The photo is too dark. Take it again in daylight or a well-lit room.",
+    "out_of_focus": "The photo is blurred. Hold the camera still, tap the spot to focus, and take it again from "
+                    "a little further away if the camera cannot focus that close.",
+    "out_of_distribution": "This photo is unlike any the model learned from, so its answer would not be reliable. "
+                           "It cannot assess this photo; please show the spot to a doctor.",
+    NOT_CHECKED: "The photo gate was switched off (research use): the answer was given without checking the photo.",
+}
+
+
+@dataclass
+class GateVerdict:
+    verdict: str  # one of VERDICTS, or NOT_CHECKED
+    reason: str = ""  # poor_quality: low_resolution / overexposed / underexposed / out_of_focus; not_skin: blank / not_skin
+    p_skin: float | None = None
+    ood_score: float | None = None  # distance / threshold: above 1 is out of distribution
+    measures: QualityMeasures | None = None
+
+    @property
+    def quality(self) -> str:
+        """The ``quality`` column: ``ok``, ``not_skin``, ``poor_quality:<reason>``, ``out_of_distribution`` or
+        ``not_checked``."""
+        return f"poor_quality:{self.reason}" if self.verdict == "poor_quality" else self.verdict
+
+    @property
+    def triage(self) -> str | None:
+        """What replaces refer/reassure, or None when the model may answer."""
+        if self.verdict in ("not_skin", "poor_quality"):
+            return "retake"
+        if self.verdict == "out_of_distribution":
+            return "cannot_assess"
+        return None
+
+    @property
+    def advice(self) -> str:
+        return ADVICE.get(self.reason if self.verdict == "poor_quality" else self.verdict, "")
+
+    @property
+    def stopped(self) -> bool:
+        return self.triage is not None
+
+
+class SkinHead:
+    """P(skin photo) from an embedding: a logistic map with the standardisation folded in (as models/modality.py)."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor):
+        self.weight, self.bias = weight.float().reshape(-1), bias.float().reshape(())
+
+    def probability(self, features: torch.Tensor) -> np.ndarray:
+        return torch.sigmoid(torch.as_tensor(features).float() @ self.weight + self.bias).numpy()
+
+
+class OodModel:
+    """Mahalanobis distance under a probabilistic PCA of the training embeddings (Tipping & Bishop 1999): the top
+    ``k`` directions with their own variances, every other direction with the mean left-over variance. Full
+    1280-dimensional covariances cannot be estimated from a thousand photos; this can, and stores in kilobytes."""
+
+    def __init__(self, mean: torch.Tensor, components: torch.Tensor, variances: torch.Tensor, noise: torch.Tensor):
+        self.mean = mean.double().reshape(-1)
+        self.components = components.double()  # (k, d), orthonormal rows
+        self.variances = variances.double().reshape(-1)
+        self.noise = float(noise.reshape(()))
+
+    def distance(self, features: torch.Tensor) -> np.ndarray:
+        """sqrt(squared distance / dimensions): about 1 for a typical training photo."""
+        centred = torch.as_tensor(features).double() - self.mean
+        projected = centred @ self.components.T
+        residual = (centred * centred).sum(1) - (projected * projected).sum(1)
+        squared = (projected ** 2 / self.variances).sum(1) + residual.clamp_min(0) / self.noise
+        return torch.sqrt(squared / self.mean.numel()).numpy()
+
+    @classmethod
+    def fit(cls, features: np.ndarray, components: int = 64) -> "OodModel":
+        from sklearn.decomposition import PCA
+
+        k = int(min(components, len(features) - 1, features.shape[1] - 1))
+        pca = PCA(n_components=k, random_state=0).fit(features)
+        return cls(torch.tensor(pca.mean_), torch.tensor(pca.components_), torch.tensor(pca.explained_variance_),
+                   torch.tensor(max(float(pca.noise_variance_), 1e-8)))
+
+
+@dataclass
+class GateThresholds:
+    quality: QualityThresholds = field(default_factory=QualityThresholds)
+    min_p_skin: float = 0.5
+    max_ood_distance: float | None = None  # None: no out-of-distribution check (unfitted gate)
+
+    def to_dict(self) -> dict:
+        return {**self.quality.to_dict(), "min_p_skin": self.min_p_skin, "max_ood_distance": self.max_ood_distance}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "GateThresholds":
+        return cls(QualityThresholds.from_dict(d), float(d.get("min_p_skin", 0.5)), d.get("max_ood_distance"))
+
+
+class Gate:
+    """``verdicts(pixels, embeddings, shorter_sides)`` gives one :class:`GateVerdict` per photo."""
+
+    def __init__(self, thresholds: GateThresholds | None = None, skin_head: SkinHead | None = None,
+                 ood: OodModel | None = None, info: dict | None = None):
+        self.thresholds = thresholds or GateThresholds()
+        self.skin_head, self.ood = skin_head, ood
+        self.info = dict(info or {})  # what it was fitted on, and how it did there
+
+    @property
+    def fitted(self) -> bool:
+        return self.skin_head is not None and self.ood is not None
+
+    def verdicts(self, pixels: torch.Tensor, embeddings: torch.Tensor | None = None,
+                 shorter_sides=None) -> list[GateVerdict]:
+        """``pixels``: the model inputs back in [0, 1] (``quality.unnormalise``); ``embeddings``: the classifier's
+        pre-logits for the same batch (needed when the gate is fitted); ``shorter_sides``: of the decoded photos."""
+        return self.decide(measure(pixels, shorter_sides), embeddings)
+
+    def decide(self, measures: list[QualityMeasures], embeddings: torch.Tensor | None = None) -> list[GateVerdict]:
+        """The verdicts from quality measures already taken and the embeddings of the same photos."""
+        t = self.thresholds
+        p_skin = self.skin_head.probability(embeddings) if self.skin_head is not None and embeddings is not None else [None] * len(measures)
+        distance = self.ood.distance(embeddings) if self.ood is not None and embeddings is not None else [None] * len(measures)
+        out = []
+        for m, p, d in zip(measures, p_skin, distance):
+            p = None if p is None else float(p)
+            score = None if d is None or t.max_ood_distance is None else float(d) / t.max_ood_distance
+            verdict = GateVerdict("ok", p_skin=p, ood_score=score, measures=m)
+            if m.contrast < t.quality.min_contrast:
+                verdict.verdict, verdict.reason = "not_skin", "blank"
+            elif p is not None and p < t.min_p_skin:
+                verdict.verdict, verdict.reason = "not_skin", "not_skin"
+            elif reason := problem(m, t.quality):
+                verdict.verdict, verdict.reason = "poor_quality", reason
+            elif score is not None and score > 1:
+                verdict.verdict = "out_of_distribution"
+            out.append(verdict)
+        return out
+
+    def photo_verdict(self, m: QualityMeasures) -> GateVerdict:
+        """For a wide-field photo (``dermlens screen``): blank or badly exposed only. Its focus, skin head and
+        out-of-distribution thresholds were set on close-ups of one lesion, which a body photo is not."""
+        q = self.thresholds.quality
+        if m.contrast < q.min_contrast:
+            return GateVerdict("not_skin", "blank", measures=m)
+        if m.overexposed > q.max_overexposed:
+            return GateVerdict("poor_quality", "overexposed", measures=m)
+        if m.underexposed > q.max_underexposed:
+            return GateVerdict("poor_quality", "underexposed", measures=m)
+        return GateVerdict("ok", measures=m)
+
+    def verdicts_for_inputs(self, batch: torch.Tensor, preprocessing, embeddings=None, shorter_sides=None):
+        """The same from normalised model inputs."""
+        return self.verdicts(unnormalise(batch, preprocessing.mean, preprocessing.std), embeddings, shorter_sides)
+
+    # -- persistence ---------------------------------------------------------------------------------------------
+
+    def save(self, model_dir: str | Path, config=None) -> None:
+        """Write ``gate.safetensors`` and the ``gate`` entry of the model's ``config.json`` (re-read, so nothing
+        else in it changes)."""
+        from dermlens.models.saved import CONFIG_FILE
+
+        model_dir = Path(model_dir)
+        if not self.fitted:
+            raise ValueError("only a fitted gate is saved; an unfitted one is the default")
+        save_file({
+            "skin_weight": self.skin_head.weight.contiguous(), "skin_bias": self.skin_head.bias.reshape(1),
+            "ood_mean": self.ood.mean.float(), "ood_components": self.ood.components.float().contiguous(),
+            "ood_variances": self.ood.variances.float(), "ood_noise": torch.tensor([self.ood.noise], dtype=torch.float32),
+        }, str(model_dir / GATE_FILE), metadata={"format": "dermlens-gate"})
+        entry = {"file": GATE_FILE, "thresholds": self.thresholds.to_dict(), **self.info}
+        path = model_dir / CONFIG_FILE
+        raw = json.loads(path.read_text())
+        raw["gate"] = entry
+        path.write_text(json.dumps(raw, indent=2) + "\n")
+        if config is not None:
+            config.gate = entry
+
+    @classmethod
+    def load(cls, model_dir: str | Path, config) -> "Gate":
+        """The model's fitted gate, or the unfitted default (classical checks only) when its config has none."""
+        entry = getattr(config, "gate", None)
+        if not entry:
+            return cls()
+        path = Path(model_dir) / entry.get("file", GATE_FILE)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: the model's config names a gate file that is missing; "
+                                    "run `dermlens gate fit --model DIR` again")
+        t = load_file(str(path))
+        info = {k: v for k, v in entry.items() if k not in ("file", "thresholds")}
+        return cls(GateThresholds.from_dict(entry["thresholds"]), SkinHead(t["skin_weight"], t["skin_bias"]),
+                   OodModel(t["ood_mean"], t["ood_components"], t["ood_variances"], t["ood_noise"]), info)
+
+
+def not_checked() -> GateVerdict:
+    return GateVerdict(NOT_CHECKED)
+
+
+__all__ = ["ADVICE", "GATE_FILE", "Gate", "GateThresholds", "GateVerdict", "OodModel", "SkinHead", "VERDICTS",
+           "NOT_CHECKED", "not_checked"]

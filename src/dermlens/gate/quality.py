@@ -1,0 +1,103 @@
+"""Classical photo-quality measures, computed on exactly what the network sees (the model's input tensor).
+
+Measured on the model input rather than the file, so a threshold means the same thing for a 12-megapixel phone
+photo and a 200x150 dermoscopy image: is the picture the classifier reads sharp and exposed well enough? The one
+measure that needs the file is its resolution (its shorter side, as a share of the model's input side: a photo
+smaller than what the network reads is upscaled into blur), which callers pass when they know it.
+
+    focus        std of the Laplacian / std of the image (grey, model input): contrast-free sharpness; a Gaussian
+                 blur of sigma 4 px at 224 px divides it by about ten
+    overexposed  share of the central region (half the width and height, where a lesion is framed) with every
+                 channel at 97% or more of full scale: clipped white
+    underexposed share of the central region with every channel at 3% or less: clipped black
+    contrast     std of the grey image; a blank picture (one flat colour) has none
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+CLIP_HIGH, CLIP_LOW = 0.97, 0.03
+_GREY = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+_LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]]).view(1, 1, 3, 3)
+
+
+@dataclass
+class QualityMeasures:
+    focus: float
+    overexposed: float
+    underexposed: float
+    contrast: float
+    resolution: float | None = None  # decoded photo's shorter side / the model's input side; None: not known
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class QualityThresholds:
+    """Below/above these a photo is poor. Defaults are deliberately lenient; ``dermlens gate fit`` chooses them on
+    real photos of the model's data so that at most a set share of good photos is stopped."""
+
+    min_focus: float = 0.02
+    max_overexposed: float = 0.5
+    max_underexposed: float = 0.5
+    min_contrast: float = 0.01  # below: a blank picture, not a photo of anything
+    min_resolution: float = 0.4  # shorter side of the photo / the model's input side (0.4: 90 px for 224 px)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "QualityThresholds":
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+def unnormalise(batch: torch.Tensor, mean, std) -> torch.Tensor:
+    """The model input back in [0, 1] pixels (after colour constancy, which rescales colour, not brightness)."""
+    mean = torch.as_tensor(mean, dtype=batch.dtype).view(1, 3, 1, 1)
+    std = torch.as_tensor(std, dtype=batch.dtype).view(1, 3, 1, 1)
+    return (batch * std + mean).clamp(0, 1)
+
+
+@torch.inference_mode()
+def measure(pixels: torch.Tensor, shorter_sides=None) -> list[QualityMeasures]:
+    """Measures for a batch of [0, 1] images (batch, 3, H, W)."""
+    pixels = pixels.float()
+    grey = (pixels * _GREY).sum(1, keepdim=True)
+    laplacian = F.conv2d(F.pad(grey, (1, 1, 1, 1), mode="replicate"), _LAPLACIAN)[..., 1:-1, 1:-1]
+    contrast = grey.flatten(1).std(1)
+    focus = laplacian.flatten(1).std(1) / contrast.clamp_min(1e-3)
+    h, w = pixels.shape[-2:]
+    centre = pixels[..., h // 4: h - h // 4, w // 4: w - w // 4]
+    over = (centre.min(1).values >= CLIP_HIGH).flatten(1).float().mean(1)
+    under = (centre.max(1).values <= CLIP_LOW).flatten(1).float().mean(1)
+    sides = list(shorter_sides) if shorter_sides is not None else [None] * len(pixels)
+    return [QualityMeasures(float(f), float(o), float(u), float(c), None if s is None else round(s / min(h, w), 4))
+            for f, o, u, c, s in zip(focus, over, under, contrast, sides)]
+
+
+def problem(m: QualityMeasures, t: QualityThresholds) -> str:
+    """The first reason a photo is poor, or "" when it is fine. Resolution first: a tiny photo is also blurred."""
+    if m.resolution is not None and m.resolution < t.min_resolution:
+        return "low_resolution"
+    if m.overexposed > t.max_overexposed:
+        return "overexposed"
+    if m.underexposed > t.max_underexposed:
+        return "underexposed"
+    if m.focus < t.min_focus:
+        return "out_of_focus"
+    return ""
+
+
+def choose_threshold(values: np.ndarray, stop_share: float, below: bool) -> float:
+    """The threshold that stops ``stop_share`` of ``values`` (good photos): a low quantile when small values are
+    bad (focus), a high one when large values are (clipped share)."""
+    values = np.asarray(values, dtype=np.float64)
+    return float(np.quantile(values, stop_share if below else 1 - stop_share))
+
+
+__all__ = ["QualityMeasures", "QualityThresholds", "measure", "problem", "unnormalise", "choose_threshold"]
