@@ -421,16 +421,19 @@ def taxonomy_show():
 
 @taxonomy_app.command("partition")
 def taxonomy_partition(
-    data: Path = typer.Option(..., exists=True, help="Dataset whose labels are counted."),
-    max_class_size: float = typer.Option(1000, help="Partitioning threshold."),
+    data: list[Path] = typer.Option(..., exists=True, help="Dataset whose labels are counted; repeat to pool several."),
+    max_class_size: Optional[float] = typer.Option(None, help="Partitioning threshold; default the paper's 1,000 per 129,450 images, scaled to the data."),
     split: Optional[str] = typer.Option(None, help="Count only this fixed split."),
 ):
     """Print the training classes the partitioning algorithm makes from a dataset, with image counts."""
-    from dermlens.data.datasets import load_records
+    from dermlens.data.datasets import load_pooled
     from dermlens.taxonomy import default_taxonomy, partition
+    from dermlens.taxonomy.partition import esteva_max_class_size
 
     tax = default_taxonomy()
-    counts = Counter(r.node for r in load_records(data) if split is None or r.split == split)
+    counts = Counter(r.node for r in load_pooled(data) if split is None or r.split == split)
+    if max_class_size is None:
+        max_class_size = esteva_max_class_size(sum(counts.values()))
     classes = partition(tax, counts, max_class_size)
     typer.echo(f"{len(classes)} training classes from {sum(counts.values())} images (max_class_size {max_class_size:g}):")
     for c in classes:

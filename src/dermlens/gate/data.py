@@ -23,7 +23,8 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 # Source photos, split once: the test part is never fitted on (``cat`` is ``chelsea``, so both are test).
 NON_SKIN_FIT_SOURCES = ("brick", "camera", "cell", "checkerboard", "coins", "colorwheel", "grass", "gravel", "horse",
-                        "logo", "microaneurysms", "moon", "page", "text", "stereo_motorcycle")
+                        "logo", "microaneurysms", "moon", "page", "text", "stereo_motorcycle",
+                        "sklearn:china.jpg", "sklearn:flower.jpg")
 NON_SKIN_TEST_SOURCES = ("chelsea", "cat", "astronaut", "coffee", "rocket", "hubble_deep_field", "retina",
                          "immunohistochemistry", "clock")
 GENERATED_KINDS = ("flat", "noise", "text", "gradient", "stripes")
@@ -87,6 +88,10 @@ def load_skin(chosen) -> list[Photo]:
 
 
 def _skimage_photo(name: str) -> np.ndarray:
+    if name.startswith("sklearn:"):  # scikit-learn's two sample photos (a temple, a flower)
+        from sklearn.datasets import load_sample_image
+
+        return np.asarray(load_sample_image(name.split(":", 1)[1]))
     import skimage.data
 
     image = getattr(skimage.data, name)()
@@ -141,7 +146,7 @@ def generated(kind: str, rng: np.random.Generator, size: int = 256) -> Image.Ima
     raise ValueError(f"unknown generated kind {kind!r}; one of {GENERATED_KINDS}")
 
 
-def non_skin_photos(part: str, variants_per_photo: int = 8, generated_per_kind: int = 16) -> list[Photo]:
+def non_skin_photos(part: str, variants_per_photo: int = 12, generated_per_kind: int = 16) -> list[Photo]:
     """Non-skin pictures of the fit or the test part (different source photos; generated with other seeds)."""
     sources = NON_SKIN_FIT_SOURCES if part == "fit" else NON_SKIN_TEST_SOURCES
     rng = np.random.default_rng(0 if part == "fit" else 1)

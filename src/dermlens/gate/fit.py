@@ -129,6 +129,8 @@ def fit_on(fit: FitSet) -> Gate:
         max_overexposed=float(np.clip(max(np.quantile(over[m], 1 - q) for m in per.values()), 0.25, 0.5)),
         max_underexposed=float(np.clip(max(np.quantile(under[m], 1 - q) for m in per.values()), 0.25, 0.5)),
         min_contrast=QualityThresholds().min_contrast,
+        min_brightness=float(min(QualityThresholds().min_brightness,
+                                 0.8 * min(np.quantile([m.brightness for m in np.array(skin_measures)[mask]], q) for mask in per.values()))),
         min_resolution=float(min(QualityThresholds().min_resolution, 0.8 * min(m.resolution for m in skin_measures))),
     )
     thresholds = GateThresholds(quality, min_p_skin, max_ood)

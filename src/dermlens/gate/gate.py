@@ -2,16 +2,17 @@
 
 For every photo it states one verdict, checked in this order (the first that applies wins):
 
-    not_skin             a blank picture (no contrast at all), or the skin head on the classifier's embedding gives
-                         P(skin photo) below its threshold
-    poor_quality         classical measures of the model input (``gate.quality``): low_resolution, overexposed,
-                         underexposed or out_of_focus (``reason`` says which)
+    not_skin             a blank picture (no contrast at all)
+    poor_quality         too small a photo, or over-/under-exposed (``gate.quality``; ``reason`` says which)
+    not_skin             the skin head on the classifier's embedding gives P(skin photo) below its threshold
+    poor_quality         out_of_focus (``gate.quality``)
     out_of_distribution  skin, but its embedding is far from the training photos' (a Mahalanobis distance under a
                          probabilistic-PCA model of the training embeddings): the classifier's answer is unreliable
     ok                   none of these
 
-Skin comes before quality so that a blurred cat is "not skin" rather than "retake in focus", and a blurred lesion
-(which the skin head still recognises as skin) is "retake". Triage follows: ``retake`` for not_skin and
+Exposure and resolution come first because they say what to do whatever the photo shows (a dark photo of a lesion
+looks "not skin" to the head; "too dark" is the useful answer); the skin head comes before focus so that a blurred
+cat is "not skin" rather than "retake in focus". Triage follows: ``retake`` for not_skin and
 poor_quality (another photo would help), ``cannot_assess`` for out_of_distribution (another photo would not).
 
 A model without a fitted gate (no ``gate`` entry in its config) still gets the classical checks with lenient
@@ -29,7 +30,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from dermlens.gate.quality import QualityMeasures, QualityThresholds, measure, problem, unnormalise
+from dermlens.gate.quality import QualityMeasures, QualityThresholds, exposure_problem, measure, unnormalise
 
 GATE_FILE = "gate.safetensors"
 VERDICTS = ("ok", "not_skin", "poor_quality", "out_of_distribution")
@@ -168,10 +169,12 @@ class Gate:
             verdict = GateVerdict("ok", p_skin=p, ood_score=score, measures=m)
             if m.contrast < t.quality.min_contrast:
                 verdict.verdict, verdict.reason = "not_skin", "blank"
+            elif reason := exposure_problem(m, t.quality):
+                verdict.verdict, verdict.reason = "poor_quality", reason
             elif p is not None and p < t.min_p_skin:
                 verdict.verdict, verdict.reason = "not_skin", "not_skin"
-            elif reason := problem(m, t.quality):
-                verdict.verdict, verdict.reason = "poor_quality", reason
+            elif m.focus < t.quality.min_focus:
+                verdict.verdict, verdict.reason = "poor_quality", "out_of_focus"
             elif score is not None and score > 1:
                 verdict.verdict = "out_of_distribution"
             out.append(verdict)
@@ -185,7 +188,7 @@ class Gate:
             return GateVerdict("not_skin", "blank", measures=m)
         if m.overexposed > q.max_overexposed:
             return GateVerdict("poor_quality", "overexposed", measures=m)
-        if m.underexposed > q.max_underexposed:
+        if m.underexposed > q.max_underexposed or m.brightness < q.min_brightness:
             return GateVerdict("poor_quality", "underexposed", measures=m)
         return GateVerdict("ok", measures=m)
 

@@ -5,11 +5,15 @@ photo and a 200x150 dermoscopy image: is the picture the classifier reads sharp 
 measure that needs the file is its resolution (its shorter side, as a share of the model's input side: a photo
 smaller than what the network reads is upscaled into blur), which callers pass when they know it.
 
-    focus        std of the Laplacian / std of the image (grey, model input): contrast-free sharpness; a Gaussian
-                 blur of sigma 4 px at 224 px divides it by about ten
-    overexposed  share of the central region (half the width and height, where a lesion is framed) with every
-                 channel at 97% or more of full scale: clipped white
+    focus        std of the second derivative / std of the image (grey, model input), in the weaker of the
+                 horizontal and vertical directions (so motion blur along either counts): a contrast-free variance
+                 of the Laplacian. (A re-blur ratio was tried: 8-bit quantisation noise makes blurred photos look
+                 sharp to it.)
+    overexposed  share of the central region (half the width and height, where a lesion is framed) clipped white:
+                 every channel within 3% of its brightest value in the photo, and one at full scale (colour
+                 constancy scales each channel, so a clipped pixel ends at each channel's maximum, not at white)
     underexposed share of the central region with every channel at 3% or less: clipped black
+    brightness   mean grey level of the central region (a dark photo need not clip)
     contrast     std of the grey image; a blank picture (one flat colour) has none
 """
 from __future__ import annotations
@@ -22,7 +26,13 @@ import torch.nn.functional as F
 
 CLIP_HIGH, CLIP_LOW = 0.97, 0.03
 _GREY = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
-_LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]]).view(1, 1, 3, 3)
+_D2X = torch.tensor([[1.0, -2.0, 1.0]]).view(1, 1, 1, 3)
+_D2Y = _D2X.transpose(-1, -2)
+
+
+def _second_derivative_std(grey: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    inner = grey[..., 4:-4, 4:-4]  # away from the replicated border
+    return F.conv2d(inner, _D2X).flatten(1).std(1), F.conv2d(inner, _D2Y).flatten(1).std(1)
 
 
 @dataclass
@@ -31,6 +41,7 @@ class QualityMeasures:
     overexposed: float
     underexposed: float
     contrast: float
+    brightness: float = 0.5
     resolution: float | None = None  # decoded photo's shorter side / the model's input side; None: not known
 
     def to_dict(self) -> dict:
@@ -46,6 +57,7 @@ class QualityThresholds:
     max_overexposed: float = 0.5
     max_underexposed: float = 0.5
     min_contrast: float = 0.01  # below: a blank picture, not a photo of anything
+    min_brightness: float = 0.08
     min_resolution: float = 0.4  # shorter side of the photo / the model's input side (0.4: 90 px for 224 px)
 
     def to_dict(self) -> dict:
@@ -68,26 +80,36 @@ def measure(pixels: torch.Tensor, shorter_sides=None) -> list[QualityMeasures]:
     """Measures for a batch of [0, 1] images (batch, 3, H, W)."""
     pixels = pixels.float()
     grey = (pixels * _GREY).sum(1, keepdim=True)
-    laplacian = F.conv2d(F.pad(grey, (1, 1, 1, 1), mode="replicate"), _LAPLACIAN)[..., 1:-1, 1:-1]
     contrast = grey.flatten(1).std(1)
-    focus = laplacian.flatten(1).std(1) / contrast.clamp_min(1e-3)
+    sharp_x, sharp_y = _second_derivative_std(grey)
+    focus = torch.minimum(sharp_x, sharp_y) / contrast.clamp_min(1e-3)
     h, w = pixels.shape[-2:]
     centre = pixels[..., h // 4: h - h // 4, w // 4: w - w // 4]
-    over = (centre.min(1).values >= CLIP_HIGH).flatten(1).float().mean(1)
+    channel_max = pixels.flatten(2).max(2).values[..., None, None]  # (batch, 3, 1, 1)
+    at_max = (centre >= CLIP_HIGH * channel_max).all(1) & (centre.max(1).values >= CLIP_HIGH)
+    over = at_max.flatten(1).float().mean(1)
     under = (centre.max(1).values <= CLIP_LOW).flatten(1).float().mean(1)
+    brightness = (centre * _GREY).sum(1).flatten(1).mean(1)
     sides = list(shorter_sides) if shorter_sides is not None else [None] * len(pixels)
-    return [QualityMeasures(float(f), float(o), float(u), float(c), None if s is None else round(s / min(h, w), 4))
-            for f, o, u, c, s in zip(focus, over, under, contrast, sides)]
+    return [QualityMeasures(float(f), float(o), float(u), float(c), float(b), None if s is None else round(s / min(h, w), 4))
+            for f, o, u, c, b, s in zip(focus, over, under, contrast, brightness, sides)]
 
 
-def problem(m: QualityMeasures, t: QualityThresholds) -> str:
-    """The first reason a photo is poor, or "" when it is fine. Resolution first: a tiny photo is also blurred."""
+def exposure_problem(m: QualityMeasures, t: QualityThresholds) -> str:
+    """Resolution and exposure: what the photo itself shows, whatever it is a photo of ("" when fine)."""
     if m.resolution is not None and m.resolution < t.min_resolution:
         return "low_resolution"
     if m.overexposed > t.max_overexposed:
         return "overexposed"
-    if m.underexposed > t.max_underexposed:
+    if m.underexposed > t.max_underexposed or m.brightness < t.min_brightness:
         return "underexposed"
+    return ""
+
+
+def problem(m: QualityMeasures, t: QualityThresholds) -> str:
+    """The first reason a photo is poor, or "" when it is fine. Resolution first: a tiny photo is also blurred."""
+    if reason := exposure_problem(m, t):
+        return reason
     if m.focus < t.min_focus:
         return "out_of_focus"
     return ""
@@ -100,4 +122,4 @@ def choose_threshold(values: np.ndarray, stop_share: float, below: bool) -> floa
     return float(np.quantile(values, stop_share if below else 1 - stop_share))
 
 
-__all__ = ["QualityMeasures", "QualityThresholds", "measure", "problem", "unnormalise", "choose_threshold"]
+__all__ = ["QualityMeasures", "QualityThresholds", "exposure_problem", "measure", "problem", "unnormalise", "choose_threshold"]

@@ -141,7 +141,7 @@ class Screener:
             head_dir = Path(lesion_head) if lesion_head not in (None, True) else BUNDLED_HEAD_DIR
             self.head = LesionHead.load(head_dir)
             self.head.check_model(self.predictor.model_dir, head_dir)
-        op = self.predictor.operating_point
+        op = self.predictor.config.operating_point_for("clinical")  # wide-field photos are clinical photos
         self.malignant_index = self.predictor.node_ids.index(op.node)
         self.threshold = float(op.threshold)
 

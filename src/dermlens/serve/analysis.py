@@ -202,6 +202,11 @@ def model_summary(predictor: Predictor, limits: dict) -> dict:
             "target_sensitivity": op.target_sensitivity, "sensitivity": op.sensitivity,
             "specificity": op.specificity, "chosen_on": op.chosen_on, "summary": operating_point_summary(predictor),
         },
+        "operating_points": {
+            modality: {"threshold": o.threshold, "sensitivity": o.sensitivity, "specificity": o.specificity,
+                       "chosen_on": o.chosen_on, "summary": operating_point_summary(predictor, modality)}
+            for modality, o in config.operating_points.items()
+        },
         "training": {
             k: training[k] for k in ("data", "n_train", "n_val", "best_epoch", "val_balanced_accuracy_training_classes")
             if k in training
