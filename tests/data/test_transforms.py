@@ -15,7 +15,9 @@ from torchvision.transforms import v2 as T
 from dermlens.data.synthetic import render_lesion
 from dermlens.data.transforms import (
     Preprocessing,
+    RandomResolution,
     RandomRotateInscribedCrop,
+    RandomSquash,
     ShadesOfGray,
     build_eval_transform,
     build_train_transform,
@@ -141,6 +143,37 @@ def test_train_transform_is_the_papers_augmentation_and_reproducible_under_a_tor
     light = build_train_transform(pre, strength="light")
     assert T.ColorJitter not in [type(t) for t in light.transforms]
     assert light(image).shape == (3, 48, 48)
+
+
+def test_camera_augmentation_sees_other_resolutions_aspects_and_jpeg_and_stays_reproducible():
+    pre = Preprocessing(size=48)
+    transform = build_train_transform(pre, strength="camera")
+    kinds = [type(t) for t in transform.transforms]
+    for kind in (RandomRotateInscribedCrop, RandomSquash, RandomResolution, T.RandomResizedCrop, T.ColorJitter,
+                 T.RandomApply, T.Normalize, ShadesOfGray):
+        assert kind in kinds
+    image = render_lesion("melanoma", np.random.default_rng(2), size=120).crop((0, 0, 120, 90))
+    outputs = []
+    for seed in (5, 5, 6):
+        torch.manual_seed(seed)
+        outputs.append(transform(image))
+    assert outputs[0].shape == (3, 48, 48) and outputs[0].dtype == torch.float32
+    assert torch.equal(outputs[0], outputs[1]) and not torch.equal(outputs[0], outputs[2])
+    with pytest.raises(ValueError, match="augment must be one of paper, light, camera; got 'heavy'"):
+        build_train_transform(pre, strength="heavy")
+
+
+def test_random_squash_stretches_one_axis_and_random_resolution_shrinks_within_bounds():
+    image = Image.new("RGB", (200, 150))
+    torch.manual_seed(0)
+    squashed = [RandomSquash(p=1.0, max_ratio=1.5)(image).size for _ in range(50)]
+    assert all(h == 150 and 200 / 1.5 - 1 <= w <= 200 * 1.5 + 1 for w, h in squashed)
+    assert len({w for w, _ in squashed}) > 10  # a spread of ratios, both ways
+    assert min(w for w, _ in squashed) < 200 < max(w for w, _ in squashed)
+    shrunk = [RandomResolution(p=1.0, min_side=50)(image).size for _ in range(50)]
+    assert all(50 <= min(size) <= 150 and abs(size[0] / size[1] - 4 / 3) < 0.05 for size in shrunk)
+    assert RandomResolution(p=0.0)(image).size == (200, 150)
+    assert RandomResolution(p=1.0, min_side=200)(image).size == (200, 150)  # never upscales
 
 
 def test_eval_transform_is_deterministic_and_square():

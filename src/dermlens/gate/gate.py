@@ -2,8 +2,8 @@
 
 For every photo it states one verdict, checked in this order (the first that applies wins):
 
-    not_skin             a blank picture (no contrast at all)
     poor_quality         too small a photo, or over-/under-exposed (``gate.quality``; ``reason`` says which)
+    not_skin             a blank picture (no contrast at all)
     not_skin             the skin head on the classifier's embedding gives P(skin photo) below its threshold
     poor_quality         out_of_focus (``gate.quality``)
     out_of_distribution  skin, but its embedding is far from the training photos' (a Mahalanobis distance under a
@@ -167,10 +167,10 @@ class Gate:
             p = None if p is None else float(p)
             score = None if d is None or t.max_ood_distance is None else float(d) / t.max_ood_distance
             verdict = GateVerdict("ok", p_skin=p, ood_score=score, measures=m)
-            if m.contrast < t.quality.min_contrast:
-                verdict.verdict, verdict.reason = "not_skin", "blank"
-            elif reason := exposure_problem(m, t.quality):
+            if reason := exposure_problem(m, t.quality):  # a washed-out photo has little contrast left, too
                 verdict.verdict, verdict.reason = "poor_quality", reason
+            elif m.contrast < t.quality.min_contrast:
+                verdict.verdict, verdict.reason = "not_skin", "blank"
             elif p is not None and p < t.min_p_skin:
                 verdict.verdict, verdict.reason = "not_skin", "not_skin"
             elif m.focus < t.quality.min_focus:
@@ -184,12 +184,12 @@ class Gate:
         """For a wide-field photo (``dermlens screen``): blank or badly exposed only. Its focus, skin head and
         out-of-distribution thresholds were set on close-ups of one lesion, which a body photo is not."""
         q = self.thresholds.quality
-        if m.contrast < q.min_contrast:
-            return GateVerdict("not_skin", "blank", measures=m)
         if m.overexposed > q.max_overexposed:
             return GateVerdict("poor_quality", "overexposed", measures=m)
         if m.underexposed > q.max_underexposed or m.brightness < q.min_brightness:
             return GateVerdict("poor_quality", "underexposed", measures=m)
+        if m.contrast < q.min_contrast:
+            return GateVerdict("not_skin", "blank", measures=m)
         return GateVerdict("ok", measures=m)
 
     def verdicts_for_inputs(self, batch: torch.Tensor, preprocessing, embeddings=None, shorter_sides=None):

@@ -14,7 +14,8 @@ smaller than what the network reads is upscaled into blur), which callers pass w
                  constancy scales each channel, so a clipped pixel ends at each channel's maximum, not at white)
     underexposed share of the central region with every channel at 3% or less: clipped black
     brightness   mean grey level of the central region (a dark photo need not clip)
-    contrast     std of the grey image; a blank picture (one flat colour) has none
+    contrast     std of the grey image / its mean (relative, so a dark photo is not blank); a blank picture (one
+                 flat colour) has none
 """
 from __future__ import annotations
 
@@ -56,7 +57,7 @@ class QualityThresholds:
     min_focus: float = 0.02
     max_overexposed: float = 0.5
     max_underexposed: float = 0.5
-    min_contrast: float = 0.01  # below: a blank picture, not a photo of anything
+    min_contrast: float = 0.02  # relative; below: a blank picture, not a photo of anything
     min_brightness: float = 0.08
     min_resolution: float = 0.4  # shorter side of the photo / the model's input side (0.4: 90 px for 224 px)
 
@@ -81,6 +82,7 @@ def measure(pixels: torch.Tensor, shorter_sides=None) -> list[QualityMeasures]:
     pixels = pixels.float()
     grey = (pixels * _GREY).sum(1, keepdim=True)
     contrast = grey.flatten(1).std(1)
+    relative_contrast = contrast / grey.flatten(1).mean(1).clamp_min(0.02)
     sharp_x, sharp_y = _second_derivative_std(grey)
     focus = torch.minimum(sharp_x, sharp_y) / contrast.clamp_min(1e-3)
     h, w = pixels.shape[-2:]
@@ -92,7 +94,7 @@ def measure(pixels: torch.Tensor, shorter_sides=None) -> list[QualityMeasures]:
     brightness = (centre * _GREY).sum(1).flatten(1).mean(1)
     sides = list(shorter_sides) if shorter_sides is not None else [None] * len(pixels)
     return [QualityMeasures(float(f), float(o), float(u), float(c), float(b), None if s is None else round(s / min(h, w), 4))
-            for f, o, u, c, b, s in zip(focus, over, under, contrast, brightness, sides)]
+            for f, o, u, c, b, s in zip(focus, over, under, relative_contrast, brightness, sides)]
 
 
 def exposure_problem(m: QualityMeasures, t: QualityThresholds) -> str:
