@@ -77,16 +77,16 @@ def print_row(name: str, figures: dict[str, float]) -> None:
 
 
 # ------------------------------------------------------------------------------------------- the fine-tuned model
-def fine_tuned(model_dir: Path, parts: dict) -> None:
+def fine_tuned(model_dir: Path, parts: dict, ttas=(1, 2, 4, 8), sizes=(160, 224, 256)) -> None:
     predictor = Predictor(model_dir)
     taxonomy, val = predictor.taxonomy, parts["val"]
     trained_at = predictor.config.preprocessing.size
-    for tta in (1, 2, 4, 8):
+    for tta in ttas:
         predictor.tta = tta
         probs = predictor.node_probabilities(predictor.predict_records(val, progress=False))
         print_row(f"fine-tuned, {trained_at}px, TTA {tta}", source_figures(taxonomy, predictor.node_ids, probs, val))
     predictor.tta = 1
-    for size in (160, 224, 256):
+    for size in sizes:
         predictor.transform = build_eval_transform(replace(predictor.config.preprocessing, size=size))
         probs = predictor.node_probabilities(predictor.predict_records(val, progress=False))
         print_row(f"fine-tuned at {trained_at}px, evaluated at {size}px", source_figures(taxonomy, predictor.node_ids, probs, val))
@@ -164,13 +164,15 @@ def main(argv=None) -> int:
     parser.add_argument("--data-root", type=Path, default=DATA_ROOT)
     parser.add_argument("--per-source", type=int, default=2000, help="Frozen mode: training images per source.")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--ttas", default="1,2,4,8", help="Fine-tuned model: TTA views to compare.")
+    parser.add_argument("--sizes", default="160,224,256", help="Fine-tuned model: other input sizes to evaluate at.")
     args = parser.parse_args(argv)
     if args.speed:
         speed()
     if args.model or args.frozen:
         parts = pooled_split(load_pooled([args.data_root / s for s in SOURCES]))
         if args.model:
-            fine_tuned(args.model, parts)
+            fine_tuned(args.model, parts, [int(t) for t in args.ttas.split(",")], [int(s) for s in args.sizes.split(",") if s])
         if args.frozen:
             frozen(parts, args.per_source, args.seed)
     return 0

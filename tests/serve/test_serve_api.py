@@ -245,18 +245,21 @@ def test_pixel_limit_is_configurable(make_client, jpeg_bytes):
 
 
 class GatedPredictor:
-    """The real predictor, except that inference waits for ``gate``: holds the pool busy for as long as a test needs."""
+    """The real predictor, except that inference waits for ``release``: holds the pool busy as long as a test needs.
+
+    (Not ``gate``: that is the predictor's photo gate, which the service reads through this wrapper.)
+    """
 
     def __init__(self, predictor):
         self._predictor = predictor
-        self.gate = threading.Event()
+        self.release = threading.Event()
 
     def __getattr__(self, name):
         return getattr(self._predictor, name)
 
-    def predict_tensors(self, batch, names):
-        assert self.gate.wait(timeout=30), "test never opened the gate"
-        return self._predictor.predict_tensors(batch, names)
+    def predict_tensors(self, batch, names, *args, **kwargs):
+        assert self.release.wait(timeout=30), "test never released the predictor"
+        return self._predictor.predict_tensors(batch, names, *args, **kwargs)
 
 
 def test_full_queue_answers_503_with_retry_after(make_client, serve_predictor, jpeg_bytes):
@@ -282,7 +285,7 @@ def test_full_queue_answers_503_with_retry_after(make_client, serve_predictor, j
     assert int(refused.headers["retry-after"]) >= 1
     assert "busy" in refused.json()["detail"]
 
-    gated.gate.set()
+    gated.release.set()
     first.join(30)
     second.join(30)
     assert results["running"].status_code == 200 and results["queued"].status_code == 200
