@@ -1,4 +1,7 @@
-"""Per-modality operating points and the modality recogniser: stored with the model, used by the predictor."""
+"""Per-modality operating points and the modality recogniser: stored with the model, used by the predictor.
+
+Flat test pictures would be stopped by the photo gate (tests/gate); these tests switch it off to test triage alone.
+"""
 from __future__ import annotations
 
 import json
@@ -44,7 +47,7 @@ def test_per_modality_operating_points_round_trip_and_fall_back(two_modality_mod
 
 
 def test_the_given_modality_picks_its_operating_point(two_modality_model):
-    predictor = Predictor(two_modality_model)
+    predictor = Predictor(two_modality_model, gate=False)
     photo = Image.new("RGB", (80, 60), (150, 100, 80))
     derm = predictor.predict_one(photo, modality="dermoscopic")
     clinical = predictor.predict_one(photo, modality="clinical")
@@ -55,16 +58,16 @@ def test_the_given_modality_picks_its_operating_point(two_modality_model):
 
 def test_an_unstated_modality_is_recognised_by_the_head_beside_the_model(two_modality_model):
     write_head(two_modality_model, bias=+10.0)  # always "clinical"
-    p = Predictor(two_modality_model).predict_one(Image.new("RGB", (80, 60), (150, 100, 80)))
+    p = Predictor(two_modality_model, gate=False).predict_one(Image.new("RGB", (80, 60), (150, 100, 80)))
     assert (p.modality, p.modality_source, p.triage) == ("clinical", "recognised", "reassure")
     write_head(two_modality_model, bias=-10.0)  # always "dermoscopic"
-    p = Predictor(two_modality_model).predict_one(Image.new("RGB", (80, 60), (150, 100, 80)))
+    p = Predictor(two_modality_model, gate=False).predict_one(Image.new("RGB", (80, 60), (150, 100, 80)))
     assert (p.modality, p.triage) == ("dermoscopic", "refer")
 
 
 def test_a_model_of_one_modality_has_no_recogniser_and_uses_its_one_point(tiny_model_dir):
     assert ModalityRecogniser.load(tiny_model_dir) is None
-    p = Predictor(tiny_model_dir).predict_one(Image.new("RGB", (80, 60), (150, 100, 80)))
+    p = Predictor(tiny_model_dir, gate=False).predict_one(Image.new("RGB", (80, 60), (150, 100, 80)))
     assert p.modality == "" and p.triage in ("refer", "reassure")
 
 

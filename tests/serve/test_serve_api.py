@@ -370,10 +370,14 @@ def test_serve_command_starts_uvicorn_with_the_app(serve_model_dir, monkeypatch)
     from dermlens.cli import app as cli
 
     launched = {}
-    monkeypatch.setattr(uvicorn, "run", lambda app, **options: launched.update(app=app, **options))
-    run = CliRunner().invoke(cli, ["serve", "--model", str(serve_model_dir), "--port", "8123", "--max-upload-mb", "1"])
+
+    def run_server(server, sockets=None):  # the port is bound before the server runs; record instead of serving
+        launched.update(app=server.config.app, address=sockets[0].getsockname())
+
+    monkeypatch.setattr(uvicorn.Server, "run", run_server)
+    run = CliRunner().invoke(cli, ["serve", "--model", str(serve_model_dir), "--port", "0", "--max-upload-mb", "1"])
     assert run.exit_code == 0, run.output
-    assert (launched["host"], launched["port"]) == ("127.0.0.1", 8123)
+    assert launched["address"][0] == "127.0.0.1" and launched["address"][1] > 0
     with TestClient(launched["app"]) as client:
         service = client.get("/api/v1/model").json()["service"]
         assert service["max_upload_bytes"] == 1_000_000
