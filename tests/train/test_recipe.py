@@ -163,7 +163,7 @@ def test_metrics_log_has_one_row_per_epoch_with_the_figures(tiny_model):
 def test_a_new_run_in_the_same_folder_starts_a_fresh_log(tmp_path, synthetic_parts):
     cfg = replace(FAST, epochs=1)
     train(synthetic_parts["train"], synthetic_parts["val"], tmp_path, cfg, progress=False)
-    train(synthetic_parts["train"], synthetic_parts["val"], tmp_path, cfg, progress=False)
+    train(synthetic_parts["train"], synthetic_parts["val"], tmp_path, cfg, overwrite=True, progress=False)
     assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 1
 
 
