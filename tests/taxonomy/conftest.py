@@ -2,7 +2,7 @@
 
 import pytest
 
-from dermlens.taxonomy import Taxonomy
+from dermlens.taxonomy import LabelMapper, Taxonomy, default_taxonomy
 
 
 def node(node_id, *children, synonyms=()):
@@ -28,3 +28,14 @@ def small_tree() -> Taxonomy:
             node("c"),
         ),
     })
+
+
+@pytest.fixture(scope="module")
+def taxonomy():
+    """The packaged tree."""
+    return default_taxonomy()
+
+
+@pytest.fixture(scope="module")
+def mapper(taxonomy):
+    return LabelMapper(taxonomy)

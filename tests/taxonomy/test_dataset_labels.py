@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from dermlens.taxonomy import LabelMapper, UnknownLabelError, UnknownLabelsError, default_taxonomy, normalize_label
+from dermlens.taxonomy import UnknownLabelError, UnknownLabelsError, normalize_label
 
 DATA = Path(os.environ.get("DERMLENS_SHARED_DATA") or Path(__file__).resolve().parents[2].parent / "shared" / "data")
 LABEL_COLUMNS = ("diagnosis", "diagnosis_fine")
@@ -20,16 +20,6 @@ DERMNET_MALIGNANT = ["Basal cell carcinoma", "Melanoma", "Squamous cell carcinom
 DERMNET_NON_NEOPLASTIC = ["Psoriasis", "Acne vulgaris", "Vitiligo", "Atopic dermatitis", "Tinea corporis",
                           "Bullous pemphigoid", "Leg ulcer", "Pruritus", "Exanthems", "Oral mucositis - Stomatitis",
                           "Alopecia areata", "Melasma", "Ichthyosis"]
-
-
-@pytest.fixture(scope="module")
-def taxonomy():
-    return default_taxonomy()
-
-
-@pytest.fixture(scope="module")
-def mapper(taxonomy):
-    return LabelMapper(taxonomy)
 
 
 def read_labels(path: Path) -> Counter:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dermlens.taxonomy import LabelMapper, UnknownLabelError, default_taxonomy, normalize_label, partition
+from dermlens.taxonomy import UnknownLabelError, normalize_label, partition
 
 NINE_CLASSES = {
     "malignant": ["malignant_melanocytic", "malignant_epidermal", "malignant_dermal", "cutaneous_lymphoma"],
@@ -89,16 +89,6 @@ ISIC = {
     "melanoma metastasis": "melanoma_metastasis", "verruca": "verruca", "scar": "scar",
     "ak": "actinic_keratosis",
 }
-
-
-@pytest.fixture(scope="module")
-def taxonomy():
-    return default_taxonomy()
-
-
-@pytest.fixture(scope="module")
-def mapper(taxonomy):
-    return LabelMapper(taxonomy)
 
 
 def test_top_levels(taxonomy):
