@@ -23,7 +23,7 @@ import numpy as np
 from dermlens.data.datasets import load_pooled
 from dermlens.data.splits import pooled_split
 from dermlens.evaluate.classification import bootstrap_ci
-from dermlens.evaluate.study import SPACES, level_node
+from dermlens.study.run import SPACES, level_node
 from dermlens.predict import Predictor
 from dermlens.taxonomy import default_taxonomy
 from dermlens.taxonomy.partition import esteva_max_class_size

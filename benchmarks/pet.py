@@ -18,11 +18,11 @@ from pathlib import Path
 
 import torch
 
-from dermlens.fraction.pet.dataset import IMAGES, simulate_dataset
-from dermlens.fraction.pet.evaluation import evaluate_pet
-from dermlens.fraction.pet.simulator import SimulatorConfig
-from dermlens.fraction.pet.study import TEST_SEED_OFFSET, summary_lines
-from dermlens.fraction.pet.training import MODEL_FILE, PETTrainConfig, train_pet
+from dermlens.pet.dataset import IMAGES, simulate_dataset
+from dermlens.pet.evaluation import evaluate_pet
+from dermlens.pet.simulator import SimulatorConfig
+from dermlens.pet.study import TEST_SEED_OFFSET, summary_lines
+from dermlens.pet.training import MODEL_FILE, PETTrainConfig, train_pet
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from dermlens.fraction.evaluation import evaluate_dataset
+from dermlens.segment.evaluation import evaluate_dataset
 
 TARGETS = {"ham10000_test": 0.78, "ph2": 0.80}
 

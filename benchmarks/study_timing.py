@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from dermlens.evaluate.readers import SAMPLE_READERS
-from dermlens.evaluate.study import StudyConfig, run_study
+from dermlens.study.run import StudyConfig, run_study
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from dermlens.cli import app
-from dermlens.deploy.batch import (
+from dermlens.predict.batch import (
     DecodingDataset,
     OutputMismatchError,
     collate_with_errors,

@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from dermlens.deploy.engines import OnnxEngine, TorchEngine
+from dermlens.predict.engines import OnnxEngine, TorchEngine
 from dermlens.deploy.onnx_export import (
     FILE_NAMES,
     MissingExportError,

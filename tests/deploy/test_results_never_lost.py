@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from dermlens.cli import app
-from dermlens.deploy.batch import EmptyInputError, collect_inputs, predict_files
+from dermlens.predict.batch import EmptyInputError, collect_inputs, predict_files
 
 
 @pytest.fixture()

@@ -10,7 +10,7 @@ import pytest
 from dermlens.data.datasets import load_records
 from dermlens.data.synthetic import make_synthetic_dataset
 from dermlens.evaluate.operating_point import threshold_for_sensitivity
-from dermlens.evaluate.study import (
+from dermlens.study.run import (
     StudyConfig,
     load_fold,
     make_folds,
@@ -18,7 +18,7 @@ from dermlens.evaluate.study import (
     run_study,
     space_classes,
 )
-from dermlens.evaluate.study_metrics import StudyPredictions, analyse_study
+from dermlens.study.analysis import StudyPredictions, analyse_study
 from dermlens.taxonomy import ClassAssignment, default_taxonomy
 from dermlens.taxonomy.partition import esteva_max_class_size
 
@@ -133,7 +133,7 @@ def test_exported_model_reproduces_fold_zero_predictions(fast_study):
 
 
 def test_report_rebuilds_from_saved_predictions(fast_study, readers_csv, tmp_path):
-    from dermlens.report import build_report
+    from dermlens.study.report import build_report
 
     original = json.loads((fast_study / "metrics.json").read_text())
     path = build_report(fast_study, tmp_path, readers=readers_csv, n_boot=40, progress=False)
@@ -180,7 +180,7 @@ def test_full_mode_fine_tunes_per_fold_and_space(tiny_data, tmp_path):
 
 
 def test_linear_probe_learns_and_reads_raw_features():
-    from dermlens.evaluate.study import L2_GRID, train_linear_head
+    from dermlens.study.run import L2_GRID, train_linear_head
 
     rng = np.random.default_rng(0)
     centres = rng.normal(0, 1, (3, 32))
@@ -198,7 +198,7 @@ def test_linear_probe_learns_and_reads_raw_features():
 
 
 def test_confusion_keeps_ties_in_their_own_column():
-    from dermlens.evaluate.study_metrics import confusion
+    from dermlens.study.analysis import confusion
 
     result = confusion(["a", "a", "b"], ["a", "(tie)", "b"], ["a", "b"])
     assert result["classes"] == ["a", "b", "(tie)"]
@@ -207,7 +207,7 @@ def test_confusion_keeps_ties_in_their_own_column():
 
 
 def test_pooled_datasets_keep_their_groups_apart(tmp_path):
-    from dermlens.evaluate.study import load_study_records
+    from dermlens.study.run import load_study_records
 
     first = make_synthetic_dataset(tmp_path / "clinic_a", n_per_class=3, size=32, seed=0)
     second = make_synthetic_dataset(tmp_path / "clinic_b", n_per_class=3, size=32, seed=0)  # same lesion ids
@@ -220,7 +220,7 @@ def test_pooled_datasets_keep_their_groups_apart(tmp_path):
 def test_isic_metrics_fall_back_to_training_classes_when_labels_nest():
     from types import SimpleNamespace
 
-    from dermlens.evaluate.study_metrics import isic_metrics
+    from dermlens.study.analysis import isic_metrics
     from dermlens.taxonomy import TrainingClass
 
     tax = default_taxonomy()

@@ -4,8 +4,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dermlens.fraction.metrics import jaccard
-from dermlens.fraction.segmenter import BUNDLED_SEGMENTER_DIR, Segmenter
+from dermlens.segment.metrics import jaccard
+from dermlens.segment.segmenter import BUNDLED_SEGMENTER_DIR, Segmenter
 
 HAM10000 = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "ham10000"
 
@@ -42,8 +42,8 @@ def test_bundled_segmenter_finds_little_in_plain_skin(bundled):
 @pytest.mark.data
 @pytest.mark.skipif(not (HAM10000 / "labels.csv").is_file(), reason=f"HAM10000 not found at {HAM10000}")
 def test_bundled_segmenter_on_ham10000_test_images(bundled):
-    from dermlens.fraction.metrics import thresholded_jaccard
-    from dermlens.fraction.pairs import load_pair, load_pairs
+    from dermlens.segment.metrics import thresholded_jaccard
+    from dermlens.segment.pairs import load_pair, load_pairs
 
     pairs = load_pairs(HAM10000, "test")[:60]
     scores = [jaccard(bundled.fraction(p.image), load_pair(p)[1][0].numpy()) for p in pairs]

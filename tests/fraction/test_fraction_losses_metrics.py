@@ -1,12 +1,12 @@
-"""The shared tissue-fraction losses and metrics (dermlens.fraction) on hand-made maps."""
+"""The shared tissue-fraction losses and metrics (dermlens.segment) on hand-made maps."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from dermlens.fraction.losses import LOSSES, binary_cross_entropy, soft_cross_entropy
-from dermlens.fraction.metrics import area_error, fuzzy_dice, jaccard, thresholded_jaccard
+from dermlens.segment.losses import LOSSES, binary_cross_entropy, soft_cross_entropy
+from dermlens.segment.metrics import area_error, fuzzy_dice, jaccard, thresholded_jaccard
 
 
 def _loss_at(probability: float, fraction: torch.Tensor) -> float:

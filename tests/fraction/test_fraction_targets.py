@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from dermlens.fraction.targets import area_fraction, block_fraction
+from dermlens.segment.targets import area_fraction, block_fraction
 
 
 def test_block_fraction_is_the_exact_covered_share():

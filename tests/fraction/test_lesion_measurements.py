@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from dermlens.fraction.measurements import longest_diameter, measure
+from dermlens.segment.measurements import longest_diameter, measure
 
 
 def _ellipse(width=200, height=160, box=(40, 50, 160, 110), angle=0.0) -> np.ndarray:

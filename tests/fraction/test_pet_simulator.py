@@ -6,10 +6,10 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from dermlens.fraction.pet import scanner
-from dermlens.fraction.pet.dataset import load_dataset, simulate_dataset
-from dermlens.fraction.pet.shapes import efd_contour, polygon_area, random_efd, rasterise, scaled_outline
-from dermlens.fraction.pet.simulator import SimulatorConfig, draw_phantom, simulate_image, simulate_images
+from dermlens.pet import scanner
+from dermlens.pet.dataset import load_dataset, simulate_dataset
+from dermlens.pet.shapes import efd_contour, polygon_area, random_efd, rasterise, scaled_outline
+from dermlens.pet.simulator import SimulatorConfig, draw_phantom, simulate_image, simulate_images
 
 CFG = SimulatorConfig()
 NO_RECON = replace(CFG, reconstruction=False)

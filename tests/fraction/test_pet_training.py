@@ -8,10 +8,10 @@ import pytest
 from typer.testing import CliRunner
 
 from dermlens.cli import app
-from dermlens.fraction.pet.baselines import threshold_max, tumour_voi
-from dermlens.fraction.pet.evaluation import per_image_scores
-from dermlens.fraction.pet.dataset import load_dataset
-from dermlens.fraction.pet.training import PETTrainConfig, load_pet_model, predict_fractions, train_pet
+from dermlens.pet.baselines import threshold_max, tumour_voi
+from dermlens.pet.evaluation import per_image_scores
+from dermlens.pet.dataset import load_dataset
+from dermlens.pet.training import PETTrainConfig, load_pet_model, predict_fractions, train_pet
 
 runner = CliRunner()
 # A coarse grid keeps simulation cheap; the field of view (32 x 8 mm) is the default one.

@@ -9,10 +9,10 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from dermlens.cli import app
-from dermlens.fraction.networks import LiteUNet, SmallUNet, create_network
-from dermlens.fraction.pairs import load_pairs
-from dermlens.fraction.segmenter import Segmenter, SegmenterConfig, load_segmenter, save_segmenter
-from dermlens.fraction.training import SegmentTrainConfig, train_segmenter
+from dermlens.models.segmentation import LiteUNet, SmallUNet, create_network
+from dermlens.segment.pairs import load_pairs
+from dermlens.segment.segmenter import Segmenter, SegmenterConfig, load_segmenter, save_segmenter
+from dermlens.segment.training import SegmentTrainConfig, train_segmenter
 
 TINY = SegmentTrainConfig(input_size=(64, 48), epochs=2, batch_size=8, lr=3e-3, max_steps_per_epoch=3, warmup_epochs=0.0)
 
@@ -84,7 +84,7 @@ def test_training_learns_the_lesions(lesion_masks_dataset, tmp_path):
 
 
 def test_resume_equals_uninterrupted(lesion_masks_dataset, tmp_path, tiny_segmenter_run, monkeypatch):
-    import dermlens.fraction.training as training
+    import dermlens.segment.training as training
 
     train, val = load_pairs(lesion_masks_dataset, "train"), load_pairs(lesion_masks_dataset, "val")
     real_save = training.save_checkpoint

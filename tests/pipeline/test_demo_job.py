@@ -5,7 +5,7 @@ import json
 from dataclasses import replace
 
 from dermlens.models import read_config
-from dermlens.pipeline import DEMO_TRAIN_CONFIG, run_main_job
+from dermlens.study.main_job import DEMO_TRAIN_CONFIG, run_main_job
 
 
 def test_demo_job_trains_one_class_per_disease_and_reports_test_figures(tmp_path):

@@ -48,7 +48,7 @@ def test_output_stems_one_rule_for_same_named_photos():
 
 
 def test_screen_writes_same_named_photos_side_by_side_as_segment_does(tmp_path):
-    from dermlens.fraction.batch import _output_stems
+    from dermlens.segment.batch import _output_stems
     from dermlens.screen.screener import PhotoResult, ScreenConfig, patient_ids, screen_files
 
     files = [tmp_path / "left" / "lesion.jpg", tmp_path / "right" / "lesion.jpg"]

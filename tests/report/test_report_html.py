@@ -7,7 +7,8 @@ import json
 import numpy as np
 from PIL import Image
 
-from dermlens.report import figures, write_report
+from dermlens.report import figures
+from dermlens.study.report import write_report
 
 
 def _task(readers=True):

@@ -1,4 +1,2 @@
-"""The study's report: one self-contained ``report.html`` (figures embedded as PNG) and ``metrics.json`` beside it."""
-from dermlens.report.html import build_report, write_report
-
-__all__ = ["build_report", "write_report"]
+"""The page kit every dermlens report uses (study, PET, screening): :mod:`~dermlens.report.html` for the page and
+its tables, :mod:`~dermlens.report.figures` for the matplotlib figures as PNG bytes."""

@@ -22,7 +22,7 @@ from dermlens.models.features import classifier_layer, pre_logits
 from dermlens.models.modality import ModalityRecogniser, check_modality
 from dermlens.taxonomy import Taxonomy, default_taxonomy, tree_sum_matrix
 
-BUNDLED_MODEL_DIR = Path(__file__).parent / "weights"
+BUNDLED_MODEL_DIR = Path(__file__).resolve().parent.parent / "weights"
 
 
 class NoModelError(RuntimeError):
@@ -95,7 +95,7 @@ class Predictor:
         self._tree_sum = tree_sum_matrix(self.taxonomy, self.config.classes).astype(np.float64)  # (nodes, classes)
         self.modality_recogniser = ModalityRecogniser.load(self.model_dir)
         self.gate: Gate | None = Gate.load(self.model_dir, self.config) if gate else None
-        from dermlens.deploy.engines import make_engine
+        from dermlens.predict.engines import make_engine
 
         self.engine = make_engine(self.model_dir, self.model, self.config, engine, precision, threads)
         # torch fp32 without TTA: the classifier's last layer on the embedding gives exactly the model's logits, so

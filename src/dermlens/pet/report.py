@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from dermlens.report.figures import to_png  # noqa: E402
-from dermlens.report.html import CSS, _img, _table  # noqa: E402
+from dermlens.report.html import CSS, img, table  # noqa: E402
 
 TITLES = {"fraction": "tissue-fraction U-Net", "threshold40": "40% of max threshold", "binary_unet": "binary U-Net",
           "fraction_binarised": "tissue-fraction U-Net, binarised at 0.5",
@@ -124,7 +124,7 @@ def write_pet_report(metrics: dict, examples: list[dict], path: str | Path) -> P
              "<p class=warn><b>SIMULATED DATA.</b> Every image was drawn by dermlens' 2-D PET simulator (after Liu, "
              "Jha et al., Phys. Med. Biol. 66:124002, 2021). The figures compare methods under known truth; they "
              "are not a clinical validation.</p>"]
-    parts.append(_table(["", ""], [
+    parts.append(table(["", ""], [
         ["test set", f"{html.escape(test['data'])}: {test['n_images']} images (seed {test['seed']})"],
         ["scanner", f"{sim['grid']}×{sim['grid']} pixels of {sim['pixel_mm']} mm, PSF FWHM {sim['fwhm_mm']} mm, "
                     + (f"OSEM {sim['osem_iterations']} iterations × {sim['osem_subsets']} subsets, "
@@ -139,14 +139,14 @@ def write_pet_report(metrics: dict, examples: list[dict], path: str | Path) -> P
         ["models", "; ".join(f"{m}: {html.escape(p)}" for m, p in test["models"].items()) or "–"],
     ], left=2))
     parts.append("<h2>Overall (mean over test images, 95% bootstrap CI)</h2>")
-    parts.append(_table(["method", "fuzzy Dice", "area error |ΔA|/A", "area bias ΔA/A", "Jaccard (at 0.5)"],
+    parts.append(table(["method", "fuzzy Dice", "area error |ΔA|/A", "area bias ΔA/A", "Jaccard (at 0.5)"],
                         [[TITLES[m], _ci(metrics[m], "fuzzy_dice"), _ci(metrics[m], "area_error"),
                           _ci(metrics[m], "area_bias"), _ci(metrics[m], "jaccard")] for m in methods]))
-    parts.append(_img(overall_figure(metrics), "overall"))
+    parts.append(img(overall_figure(metrics), "overall"))
     comparisons = metrics.get("comparisons") or {}
     if comparisons:
         parts.append("<h3>Paired differences on the same images (fraction minus baseline, 95% CI)</h3>")
-        parts.append(_table(["comparison", "Δ fuzzy Dice", "Δ area error"], [
+        parts.append(table(["comparison", "Δ fuzzy Dice", "Δ area error"], [
             [name.replace("_", " "), _ci({"v": d["fuzzy_dice"]["mean"], "v_ci95": d["fuzzy_dice"]["ci95"]}, "v"),
              _ci({"v": d["area_error"]["mean"], "v_ci95": d["area_error"]["ci95"]}, "v")]
             for name, d in comparisons.items()]))
@@ -154,17 +154,17 @@ def write_pet_report(metrics: dict, examples: list[dict], path: str | Path) -> P
             ("by_diameter", "As the tumour shrinks toward the resolution limit", "tumour diameter / FWHM", ".1f"),
             ("by_dose", "As noise grows (lower dose)", "dose (counts per slice)", ".3g")):
         parts.append(f"<h2>{title}</h2>")
-        parts.append(_img(binned_figure(metrics, key, xlabel, fmt), key))
+        parts.append(img(binned_figure(metrics, key, xlabel, fmt), key))
         rows = []
         for k, r in enumerate(metrics[methods[0]][key]):
             rows.append([_bin_label(r, fmt), str(r["n"])] + [_ci(metrics[m][key][k], metric)
                                                              for metric in METRIC_TITLES for m in methods])
-        parts.append(_table([xlabel, "n"] + [f"{TITLES[m]}: {metric.replace('_', ' ')}"
+        parts.append(table([xlabel, "n"] + [f"{TITLES[m]}: {metric.replace('_', ' ')}"
                                              for metric in METRIC_TITLES for m in methods], rows, left=1))
     supplementary = metrics.get("supplementary") or {}
     if supplementary:
         parts.append("<h2>Supplementary</h2>")
-        parts.append(_table(["method", "fuzzy Dice", "area error", "area bias", "Jaccard (at 0.5)"],
+        parts.append(table(["method", "fuzzy Dice", "area error", "area bias", "Jaccard (at 0.5)"],
                             [[TITLES.get(m, m), _ci(e, "fuzzy_dice"), _ci(e, "area_error"), _ci(e, "area_bias"),
                               _ci(e, "jaccard")] for m, e in supplementary.items()]))
         parts.append("<p class=note>Binarising the fraction output shows how much of its advantage is the fractional "
@@ -172,7 +172,7 @@ def write_pet_report(metrics: dict, examples: list[dict], path: str | Path) -> P
                      "also find the tumour among hot organs.</p>")
     if examples:
         parts.append("<h2>Examples (one per diameter bin, cropped around the tumour)</h2>")
-        parts.append(_img(examples_figure(examples, sim["pixel_mm"]), "examples"))
+        parts.append(img(examples_figure(examples, sim["pixel_mm"]), "examples"))
     parts.append("<p class=note>Every number is in metrics.json beside this file. A research tool, not a medical "
                  "device.</p>")
     page = (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>dermlens PET tissue fractions</title>"

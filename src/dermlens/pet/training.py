@@ -18,9 +18,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from dermlens.fraction.losses import LOSSES, soft_cross_entropy
-from dermlens.fraction.networks import create_network
-from dermlens.fraction.pet.dataset import load_dataset
+from dermlens.segment.losses import LOSSES, soft_cross_entropy
+from dermlens.models.segmentation import create_network
+from dermlens.pet.dataset import load_dataset
 from dermlens.train.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from dermlens.train.recipe import learning_rate
 

@@ -31,7 +31,7 @@ class DefaultCommandGroup(TyperGroup):
 # Errors that are the user's to fix (a missing file, a dataset in an unknown layout, a label the taxonomy lacks...):
 # one line and exit code 2, not a traceback. ``--debug`` (or DERMLENS_DEBUG=1) shows the traceback for bug reports.
 USER_FILE_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError, FileExistsError, PermissionError)
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parent.parent  # the dermlens package
 
 
 def is_user_error(error: BaseException) -> bool:
@@ -101,7 +101,7 @@ def top_level_options(
 taxonomy_app = typer.Typer(no_args_is_help=True, help="Show the disease taxonomy and how a dataset partitions it.")
 app.add_typer(taxonomy_app, name="taxonomy")
 
-from dermlens.fraction.pet.cli import pet_app  # noqa: E402  (its commands import their work lazily)
+from dermlens.cli.pet import pet_app  # noqa: E402  (its commands import their work lazily)
 
 app.add_typer(pet_app, name="pet")
 
@@ -117,7 +117,7 @@ def demo(
     """Quick job: fine-tune a small model on one grouped split, test it on the held-out part, write a report."""
     from dataclasses import replace
 
-    from dermlens.pipeline import DEMO_TRAIN_CONFIG, run_main_job
+    from dermlens.study.main_job import DEMO_TRAIN_CONFIG, run_main_job
 
     cfg = replace(DEMO_TRAIN_CONFIG, epochs=epochs, image_size=image_size)
     report = run_main_job(data, out, cfg, progress=not quiet)
@@ -190,7 +190,7 @@ def evaluate(
 ):
     """Score a model on a labelled dataset: balanced accuracy, 3-/9-way, AUCs with bootstrap CIs."""
     from dermlens.data.datasets import load_records
-    from dermlens.pipeline import evaluate_model
+    from dermlens.study.main_job import evaluate_model
     from dermlens.predict import bundled_model_dir
 
     records = [r for r in load_records(data) if split is None or r.split == split]
@@ -223,7 +223,7 @@ def predict(
     gate: bool = typer.Option(True, "--gate/--no-gate", help="Check each photo first (not skin, poor photo, out of distribution); --no-gate is for research and writes quality=not_checked."),
 ):
     """Per image: probability of every taxonomy node, top-5 diseases and a triage call (refer/reassure, or retake/cannot_assess when the photo gate stops it)."""
-    from dermlens.deploy.batch import collect_inputs, predict_files
+    from dermlens.predict.batch import collect_inputs, predict_files
     from dermlens.predict import Predictor
 
     # Every option is checked before the output file is touched: a mistake never costs earlier results.
@@ -308,7 +308,7 @@ def study(
 ):
     """Esteva-style study: grouped k-fold, 3-/9-way/partition ablation, binary ROCs with readers, calibration, t-SNE, saliency; HTML report."""
     from dermlens.evaluate.readers import SAMPLE_READERS
-    from dermlens.evaluate.study import StudyConfig, run_study
+    from dermlens.study.run import StudyConfig, run_study
 
     cfg = StudyConfig(
         mode=mode, folds=folds, arch=arch, weights=weights, image_size=image_size or (None if data else 128),
@@ -338,7 +338,7 @@ def report(
     quiet: bool = typer.Option(False, help="No progress bars."),
 ):
     """Rebuild a study's report.html and metrics.json from its saved predictions (no training)."""
-    from dermlens.report import build_report
+    from dermlens.study.report import build_report
 
     saved = json.loads((study / "predictions" / "study.json").read_text()) if (study / "predictions" / "study.json").is_file() else {}
     path = build_report(study, out, readers=readers or saved.get("readers"), n_boot=n_boot, progress=not quiet)
@@ -379,7 +379,7 @@ def operating_point(
 ):
     """Choose the referral threshold afresh on a site's own validation data for a target sensitivity."""
     from dermlens.data.datasets import load_records
-    from dermlens.pipeline import set_operating_point
+    from dermlens.study.main_job import set_operating_point
     from dermlens.predict import bundled_model_dir
 
     records = [r for r in load_records(data) if not split or r.split == split]
@@ -505,8 +505,8 @@ def segment_run(
     quiet: bool = typer.Option(False, help="No progress bar."),
 ):
     """Per-pixel lesion fraction (8-bit PNG, 255 = all lesion), binary mask at 0.5, and lesion measurements."""
-    from dermlens.fraction.batch import segment_images
-    from dermlens.fraction.segmenter import Segmenter
+    from dermlens.segment.batch import segment_images
+    from dermlens.segment.segmenter import Segmenter
 
     try:
         segmenter = Segmenter(model, tta=tta)
@@ -538,8 +538,8 @@ def segment_train(
     quiet: bool = typer.Option(False),
 ):
     """Train a tissue-fraction U-Net (EfficientNet-Lite0 encoder) on the dataset's `train` split, select on `val`."""
-    from dermlens.fraction.pairs import load_pairs
-    from dermlens.fraction.training import SegmentTrainConfig, train_segmenter
+    from dermlens.segment.pairs import load_pairs
+    from dermlens.segment.training import SegmentTrainConfig, train_segmenter
 
     if target not in ("fraction", "binary"):
         raise typer.BadParameter("fraction or binary", param_hint="--target")
@@ -565,7 +565,7 @@ def segment_evaluate(
     quiet: bool = typer.Option(False),
 ):
     """Mean Jaccard and ISIC thresholded Jaccard (0 below 0.65), with 95% bootstrap intervals."""
-    from dermlens.fraction.evaluation import evaluate_dataset
+    from dermlens.segment.evaluation import evaluate_dataset
 
     try:
         metrics = evaluate_dataset(data, model, split=split, tta=tta, progress=not quiet)

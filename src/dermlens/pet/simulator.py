@@ -16,9 +16,9 @@ from functools import lru_cache
 
 import numpy as np
 
-from dermlens.fraction.pet import scanner
-from dermlens.fraction.pet.phantom import body_background, place_tumour
-from dermlens.fraction.targets import block_fraction
+from dermlens.pet import scanner
+from dermlens.pet.phantom import body_background, place_tumour
+from dermlens.segment.targets import block_fraction
 
 
 @dataclass(frozen=True)

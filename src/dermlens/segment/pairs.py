@@ -56,7 +56,7 @@ def load_pair(pair: MaskedImage) -> tuple[torch.Tensor, torch.Tensor]:
     image = load_image(pair.image)
     mask = load_mask(pair.mask)
     if mask.shape != (image.height, image.width):
-        from dermlens.fraction.targets import area_fraction
+        from dermlens.segment.targets import area_fraction
 
         mask = area_fraction(mask, (image.width, image.height))
     return (

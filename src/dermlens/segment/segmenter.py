@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from dermlens.data.io import load_image
-from dermlens.fraction.networks import create_network
+from dermlens.models.segmentation import create_network
 
 BUNDLED_SEGMENTER_DIR = Path(__file__).resolve().parent.parent / "weights" / "segmenter"
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"

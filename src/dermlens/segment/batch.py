@@ -12,8 +12,8 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from dermlens.data.io import ImageDecodeError, find_images, output_stems
-from dermlens.fraction.measurements import COLUMNS, measure
-from dermlens.fraction.segmenter import Segmenter
+from dermlens.segment.measurements import COLUMNS, measure
+from dermlens.segment.segmenter import Segmenter
 
 
 def _output_stems(paths: list[Path]) -> list[str]:

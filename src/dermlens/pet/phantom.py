@@ -11,7 +11,7 @@ from functools import lru_cache
 import numpy as np
 from scipy import ndimage
 
-from dermlens.fraction.pet.shapes import random_efd, rasterise, scaled_outline
+from dermlens.pet.shapes import random_efd, rasterise, scaled_outline
 
 
 def ellipse(x: np.ndarray, y: np.ndarray, cx: float, cy: float, a: float, b: float, angle: float = 0.0) -> np.ndarray:

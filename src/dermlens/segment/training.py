@@ -25,11 +25,11 @@ import torchvision.transforms.v2 as T
 import torchvision.transforms.v2.functional as TF
 from tqdm.auto import tqdm
 
-from dermlens.fraction.losses import LOSSES
-from dermlens.fraction.metrics import jaccard, thresholded_jaccard
-from dermlens.fraction.networks import create_network
-from dermlens.fraction.pairs import MaskedImage, load_pair
-from dermlens.fraction.segmenter import Segmenter, SegmenterConfig, normalise, save_segmenter
+from dermlens.segment.losses import LOSSES
+from dermlens.segment.metrics import jaccard, thresholded_jaccard
+from dermlens.models.segmentation import create_network
+from dermlens.segment.pairs import MaskedImage, load_pair
+from dermlens.segment.segmenter import Segmenter, SegmenterConfig, normalise, save_segmenter
 from dermlens.train.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from dermlens.train.recipe import learning_rate
 

@@ -22,10 +22,10 @@ import numpy as np
 from tqdm import tqdm
 
 from dermlens.evaluate.classification import bootstrap_ci
-from dermlens.fraction.metrics import area_error, fuzzy_dice, jaccard
-from dermlens.fraction.pet.baselines import default_margin, threshold_max, tumour_voi
-from dermlens.fraction.pet.dataset import load_dataset
-from dermlens.fraction.pet.training import load_pet_model, predict_fractions
+from dermlens.segment.metrics import area_error, fuzzy_dice, jaccard
+from dermlens.pet.baselines import default_margin, threshold_max, tumour_voi
+from dermlens.pet.dataset import load_dataset
+from dermlens.pet.training import load_pet_model, predict_fractions
 
 MAIN_METHODS = ("fraction", "threshold40", "binary_unet")
 DIAMETER_EDGES = (0.0, 1.5, 2.5, 4.0, float("inf"))  # tumour equivalent diameter / FWHM
@@ -132,12 +132,12 @@ def evaluate_pet(test_dir: str | Path, model_dirs: list[str | Path], out_dir: st
     if out_dir is not None:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        from dermlens.report.html import _clean
+        from dermlens.report.html import json_safe
 
-        metrics = _clean(metrics)
+        metrics = json_safe(metrics)
         (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
         if report:
-            from dermlens.fraction.pet.report import write_pet_report
+            from dermlens.pet.report import write_pet_report
 
             examples = _examples(data, truth, {**predictions})
             write_pet_report(metrics, examples, out_dir / "report.html")

@@ -12,7 +12,7 @@ pet_app = typer.Typer(no_args_is_help=True, help="Tumour tissue fractions in sim
 
 def _simulator_config(grid, pixel_mm, fwhm_mm, dose_min, dose_max, tbr_min, tbr_max, diameter_min, diameter_max,
                       reconstruction):
-    from dermlens.fraction.pet.simulator import SimulatorConfig
+    from dermlens.pet.simulator import SimulatorConfig
 
     try:
         return SimulatorConfig(grid=grid, pixel_mm=pixel_mm, fwhm_mm=fwhm_mm, dose_range=(dose_min, dose_max),
@@ -40,7 +40,7 @@ def simulate_command(
     quiet: bool = typer.Option(False, help="No progress bar."),
 ):
     """Simulate a PET dataset with the true tumour fraction of every pixel."""
-    from dermlens.fraction.pet.dataset import simulate_dataset
+    from dermlens.pet.dataset import simulate_dataset
 
     cfg = _simulator_config(grid, pixel_mm, fwhm_mm, dose_min, dose_max, tbr_min, tbr_max, diameter_min,
                             diameter_max, reconstruction)
@@ -65,7 +65,7 @@ def train_command(
     quiet: bool = typer.Option(False, help="No progress bars."),
 ):
     """Train the small U-Net on simulated PET images."""
-    from dermlens.fraction.pet.training import PETTrainConfig, train_pet
+    from dermlens.pet.training import PETTrainConfig, train_pet
 
     try:
         cfg = PETTrainConfig(method=method, epochs=epochs, batch_size=batch_size, lr=lr, base_channels=base_channels,
@@ -87,8 +87,8 @@ def evaluate_command(
     quiet: bool = typer.Option(False, help="No progress bars."),
 ):
     """Compare the fraction network, the 40% threshold and the binary U-Net on a test set."""
-    from dermlens.fraction.pet.evaluation import evaluate_pet
-    from dermlens.fraction.pet.study import summary_lines
+    from dermlens.pet.evaluation import evaluate_pet
+    from dermlens.pet.study import summary_lines
 
     metrics = evaluate_pet(data, models, out, n_boot=n_boot, progress=not quiet)
     typer.echo("\n".join(summary_lines(metrics)))
@@ -106,7 +106,7 @@ def study_command(
     quiet: bool = typer.Option(False, help="No progress bars."),
 ):
     """Simulate, train both networks and evaluate, with defaults (minutes on a laptop CPU); rerun to resume."""
-    from dermlens.fraction.pet.study import run_pet_study, summary_lines
+    from dermlens.pet.study import run_pet_study, summary_lines
 
     metrics = run_pet_study(out, n_train=n_train, n_test=n_test, epochs=epochs, seed=seed, n_boot=n_boot,
                             progress=not quiet)

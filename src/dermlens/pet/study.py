@@ -9,10 +9,10 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from dermlens.fraction.pet.dataset import IMAGES, simulate_dataset
-from dermlens.fraction.pet.evaluation import evaluate_pet
-from dermlens.fraction.pet.simulator import SimulatorConfig
-from dermlens.fraction.pet.training import MODEL_FILE, PETTrainConfig, train_pet
+from dermlens.pet.dataset import IMAGES, simulate_dataset
+from dermlens.pet.evaluation import evaluate_pet
+from dermlens.pet.simulator import SimulatorConfig
+from dermlens.pet.training import MODEL_FILE, PETTrainConfig, train_pet
 
 TEST_SEED_OFFSET = 1  # the test set is drawn with seed + 1: independent of the training images
 

@@ -352,8 +352,8 @@ def run_study(
     progress: bool = True, taxonomy: Taxonomy | None = None,
 ) -> Path:
     """Run the whole study and write ``out/report.html`` and ``out/metrics.json``; returns the report's path."""
-    from dermlens.evaluate.study_metrics import analyse_study
-    from dermlens.report import write_report
+    from dermlens.study.analysis import analyse_study
+    from dermlens.study.report import write_report
 
     started = time.time()
     out = Path(out)

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 
 from dermlens.evaluate.classification import bootstrap_ci
-from dermlens.fraction.metrics import thresholded_jaccard
-from dermlens.fraction.pairs import load_pairs
-from dermlens.fraction.segmenter import Segmenter
-from dermlens.fraction.training import evaluate_segmenter
+from dermlens.segment.metrics import thresholded_jaccard
+from dermlens.segment.pairs import load_pairs
+from dermlens.segment.segmenter import Segmenter
+from dermlens.segment.training import evaluate_segmenter
 
 
 def evaluate_dataset(data: str | Path, model_dir: str | Path | None = None, split: str | None = None,

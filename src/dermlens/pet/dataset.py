@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from dermlens.fraction.pet.simulator import SimulatorConfig, simulate_images
+from dermlens.pet.simulator import SimulatorConfig, simulate_images
 
 IMAGES, FRACTIONS, META, CONFIG = "images.npy", "fractions.npy", "meta.json", "config.json"
 

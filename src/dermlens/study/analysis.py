@@ -34,7 +34,7 @@ from dermlens.evaluate.isic_metrics import (
 )
 from dermlens.evaluate.operating_point import threshold_for_sensitivity, threshold_for_specificity
 from dermlens.evaluate.readers import load_readers, readers_below_curve
-from dermlens.evaluate.study import PREDICTIONS, RECORDS_FILE, STUDY_FILE, load_fold, read_records, targets_for
+from dermlens.study.run import PREDICTIONS, RECORDS_FILE, STUDY_FILE, load_fold, read_records, targets_for
 from dermlens.taxonomy import ClassAssignment, Taxonomy, TrainingClass, default_taxonomy, tree_sum_matrix
 
 # The paper's binary tasks (positive node, negative node); scored by P(positive node).

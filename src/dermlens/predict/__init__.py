@@ -1,0 +1,11 @@
+"""Prediction: the one Predictor (load a model once, answer many photos), its engines and batch prediction.
+
+- ``predictor``  Predictor and Prediction: gate, network, tree sum and triage for any image input
+- ``engines``    the network behind the Predictor: PyTorch (autograd, saliency) or ONNX Runtime (fast, exact)
+- ``batch``      folders and lists of photos to CSV/JSON, row by row, resumable, bad files reported not fatal
+
+ONNX export itself lives in :mod:`dermlens.deploy`; this package calls it, never the other way round.
+"""
+from dermlens.predict.predictor import BUNDLED_MODEL_DIR, NoModelError, Prediction, Predictor, bundled_model_dir, describe_model
+
+__all__ = ["BUNDLED_MODEL_DIR", "NoModelError", "Prediction", "Predictor", "bundled_model_dir", "describe_model"]
