@@ -22,7 +22,7 @@ import numpy as np
 
 from dermlens.data.datasets import load_pooled
 from dermlens.data.splits import pooled_split
-from dermlens.evaluate.classification import bootstrap_ci
+from dermlens.evaluate.bootstrap import bootstrap_ci
 from dermlens.study.run import SPACES, level_node
 from dermlens.predict import Predictor
 from dermlens.taxonomy import default_taxonomy

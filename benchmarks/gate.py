@@ -27,7 +27,7 @@ import torch
 from scipy.stats import binomtest
 from sklearn.metrics import roc_auc_score
 
-from dermlens.evaluate.classification import bootstrap_ci
+from dermlens.evaluate.bootstrap import bootstrap_ci
 from dermlens.gate.data import DEGRADATIONS, Photo, centre_clipped_share, degrade, load_skin, non_skin_photos, skin_records
 from dermlens.gate.fit import analyse_photos, default_data_dirs
 from dermlens.predict import Predictor

@@ -26,7 +26,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from dermlens.data.datasets import load_records
-from dermlens.evaluate.classification import bootstrap_ci
+from dermlens.evaluate.bootstrap import bootstrap_ci
 from dermlens.predict import Predictor, bundled_model_dir
 from dermlens.taxonomy import default_taxonomy, tree_sum_matrix
 from dermlens.taxonomy.tree import Taxonomy

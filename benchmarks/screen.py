@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from dermlens.evaluate.classification import bootstrap_ci
+from dermlens.evaluate.bootstrap import bootstrap_ci
 from dermlens.screen.benchmark import load_benchmark, match
 from dermlens.screen.detect import detect_candidates
 from dermlens.screen.screener import ScreenConfig, Screener

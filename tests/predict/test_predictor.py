@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from dermlens import predict as predict_module
+from dermlens.predict import predictor as predict_module
 from dermlens.models import TaxonomyMismatchError
 from dermlens.predict import NoModelError, Prediction, Predictor
 from dermlens.taxonomy import Taxonomy

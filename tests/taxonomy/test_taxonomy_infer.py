@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from dermlens.taxonomy.infer import TreeSum
 from dermlens.taxonomy import ClassAssignment, TrainingClass, node_probabilities, tree_sum_matrix
 
 T = TrainingClass
@@ -45,10 +46,17 @@ def test_node_probabilities_single_and_batch(small_tree):
         batch["zzz"]
 
 
-def test_assignment_delegates_to_inference(small_tree):
-    assignment = ClassAssignment(small_tree, CLASSES)
-    np.testing.assert_array_equal(assignment.tree_sum_matrix(), tree_sum_matrix(small_tree, CLASSES))
-    assert assignment.node_probabilities([0.25] * 4)["b"] == pytest.approx(0.75)
+def test_tree_sum_is_the_matrix_product_with_one_node_column(small_tree):
+    tree_sum = TreeSum(small_tree, CLASSES)
+    np.testing.assert_array_equal(tree_sum.matrix, tree_sum_matrix(small_tree, CLASSES))
+    probs = np.array([[0.25] * 4, [0.7, 0.1, 0.1, 0.1]])
+    nodes = tree_sum(probs)
+    np.testing.assert_allclose(tree_sum.node(probs, "b"), nodes[:, list(small_tree).index("b")])
+    assert tree_sum(probs[0])[list(small_tree).index("b")] == pytest.approx(0.75)
+    with pytest.raises(ValueError, match="softmax"):
+        tree_sum(-probs)
+    with pytest.raises(KeyError, match="zzz"):
+        tree_sum.node(probs, "zzz")
 
 
 @pytest.mark.parametrize(

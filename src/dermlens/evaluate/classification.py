@@ -5,45 +5,25 @@ the dataset's own classes (e.g. HAM10000's seven), on the three root classes and
 """
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 
 import numpy as np
 from sklearn.metrics import balanced_accuracy_score, confusion_matrix, roc_auc_score
 
+from dermlens.evaluate.bootstrap import bootstrap_ci
 from dermlens.evaluate.operating_point import sensitivity_specificity
 from dermlens.taxonomy import Taxonomy
 
 
-def bootstrap_ci(metric, arrays: Sequence[np.ndarray], n: int = 1000, seed: int = 0, groups=None, alpha=0.05):
-    """Percentile bootstrap CI of ``metric(*arrays)``; resampling whole groups when ``groups`` is given."""
-    rng = np.random.default_rng(seed)
-    arrays = [np.asarray(a) for a in arrays]
-    if groups is None:
-        units = np.arange(len(arrays[0]))
-        members = None
-    else:
-        units, inverse = np.unique(np.asarray(groups), return_inverse=True)
-        members = [np.flatnonzero(inverse == u) for u in range(len(units))]
-    with warnings.catch_warnings():  # resamples that miss a class make sklearn chatty; they are expected here
-        warnings.simplefilter("ignore")
-        values = _resample(metric, arrays, rng, units, members, n)
-    if not values:
-        return float("nan"), float("nan")
-    low, high = np.quantile(values, [alpha / 2, 1 - alpha / 2])
-    return float(low), float(high)
-
-
-def _resample(metric, arrays, rng, units, members, n) -> list[float]:
-    values = []
-    for _ in range(n):
-        pick = rng.integers(0, len(units), len(units))
-        index = pick if members is None else np.concatenate([members[p] for p in pick])
-        try:
-            values.append(metric(*[a[index] for a in arrays]))
-        except ValueError:  # a resample with one class only: skip it, as is usual
-            continue
-    return values
+# The paper's binary tasks: (positive node, negative node), scored by P(positive node).
+BINARY_TASKS = {
+    "carcinoma_vs_keratosis": ("malignant_epidermal", "benign_keratosis"),
+    "melanoma_vs_nevus": ("melanoma", "melanocytic_nevus"),
+    "malignant_vs_benign": ("malignant", "benign"),
+}
+# Tasks whose sensitivity/specificity at the model's referral threshold mean something (the threshold is on
+# P(malignant), so it answers "malignant vs benign" and, within melanocytic lesions, "melanoma vs nevus").
+TRIAGED_TASKS = ("malignant_vs_benign", "melanoma_vs_nevus")
 
 
 def _argmax_among(node_probs: np.ndarray, node_ids: list[str], candidates: list[str]) -> np.ndarray:
@@ -143,12 +123,8 @@ def evaluate_node_probabilities(
             # Score over all the level's classes the model knows, not only those present in the data.
             report[name] = multiclass(node_probs, node_ids, truth, taxonomy.level_nodes(level), n_boot, groups)
             report[name]["classes_present"] = classes
-    tasks = {
-        "malignant_vs_benign": ("malignant", "benign", threshold),
-        "melanoma_vs_nevus": ("melanoma", "melanocytic_nevus", threshold),
-        "carcinoma_vs_keratosis": ("malignant_epidermal", "benign_keratosis", None),
-    }
-    for key, (positive, negative, thr) in tasks.items():
+    for key, (positive, negative) in BINARY_TASKS.items():
+        thr = threshold if key in TRIAGED_TASKS else None
         result = binary_task(node_probs, node_ids, truth_nodes, taxonomy, positive, negative, thr, groups, n_boot)
         if result:
             report[key] = result

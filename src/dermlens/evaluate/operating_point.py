@@ -1,9 +1,15 @@
-"""Operating points: thresholds on a score chosen for a target sensitivity (or specificity) on validation data."""
+"""Operating points: thresholds on a score chosen for a target sensitivity (or specificity) on validation data.
+
+The rule that applies a threshold is :func:`dermlens.taxonomy.triage.refers`; this module only chooses thresholds.
+"""
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import numpy as np
+
+from dermlens.taxonomy import ClassAssignment, OperatingPoint, Taxonomy, TreeSum, refers
 
 
 def _validate(y_true, scores) -> tuple[np.ndarray, np.ndarray]:
@@ -17,9 +23,9 @@ def _validate(y_true, scores) -> tuple[np.ndarray, np.ndarray]:
 
 
 def sensitivity_specificity(y_true, scores, threshold: float) -> tuple[float, float]:
-    """Call positive when score >= threshold."""
+    """Sensitivity and specificity of the triage rule (refer when score >= threshold)."""
     y, s = _validate(y_true, scores)
-    called = s >= threshold
+    called = refers(s, threshold)
     return float(called[y].mean()), float((~called[~y]).mean())
 
 
@@ -42,3 +48,25 @@ def threshold_for_specificity(y_true, scores, target: float) -> float:
     needed = math.ceil(target * len(negatives) - 1e-9)
     # Negatives strictly below the threshold count as correct; step just above the needed-th lowest negative.
     return float(np.nextafter(negatives[needed - 1], np.inf))
+
+
+def choose_operating_point(
+    taxonomy: Taxonomy, assignment: ClassAssignment, probs: np.ndarray, label_nodes: Sequence[str], target: float
+) -> OperatingPoint:
+    """Referral threshold on P(malignant) reaching ``target`` sensitivity on validation data (class probabilities
+    ``probs`` of the images whose label nodes are ``label_nodes``)."""
+    p_malignant = TreeSum(taxonomy, assignment.classes).node(probs, "malignant")
+    truth = np.array([taxonomy.ancestor_at_level(n, 1) == "malignant" for n in label_nodes])
+    if truth.all() or not truth.any():
+        return OperatingPoint(chosen_on="default 0.5: validation data lacks malignant or benign cases")
+    threshold = threshold_for_sensitivity(truth, p_malignant, target)
+    # That is the score of one malignant validation image: float noise between this computation and the
+    # predictor's (another batch size, float64 renormalisation, ONNX or bf16) would turn it into "reassure". Half-way
+    # down to the next lower score (or to 0) makes the same calls on validation data, with a margin on both sides.
+    lower = p_malignant[p_malignant < threshold]
+    threshold = float((threshold + (lower.max() if lower.size else 0.0)) / 2)
+    sens, spec = sensitivity_specificity(truth, p_malignant, threshold)
+    return OperatingPoint(
+        node="malignant", threshold=threshold, target_sensitivity=target,
+        sensitivity=sens, specificity=spec, chosen_on=f"validation ({len(truth)} images, {int(truth.sum())} malignant)",
+    )

@@ -27,7 +27,7 @@ from torchvision.transforms import v2 as T
 
 from dermlens.data.io import load_image
 from dermlens.data.transforms import Preprocessing, ShadesOfGray, eval_geometry
-from dermlens.taxonomy import tree_sum_matrix
+
 
 METHODS = ("gradcam", "input_gradient")
 
@@ -101,7 +101,7 @@ def resolve_target(predictor, target_class: int | str | None) -> tuple[str | Non
             return target_class, exact
         if target_class not in predictor.taxonomy:
             raise ValueError(f"unknown target {target_class!r}: not a taxonomy node")
-        row = tree_sum_matrix(predictor.taxonomy, classes)[list(predictor.taxonomy).index(target_class)]
+        row = predictor.tree_sum.matrix[predictor.tree_sum.row(target_class)]
         indices = [int(i) for i in np.flatnonzero(row)]
         if not indices:
             raise ValueError(f"the model has no training class at or below {target_class!r}")

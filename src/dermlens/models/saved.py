@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 
 from dermlens.data.transforms import Preprocessing
 from dermlens.models.backbones import create_backbone
-from dermlens.taxonomy import Taxonomy, TrainingClass, default_taxonomy
+from dermlens.taxonomy import OperatingPoint, Taxonomy, TrainingClass, default_taxonomy
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
@@ -22,18 +22,6 @@ CONFIG_FILE = "config.json"
 
 class TaxonomyMismatchError(ValueError):
     """The model was trained against a different taxonomy tree than the one it is loaded with."""
-
-
-@dataclass
-class OperatingPoint:
-    """Refer when P(node) >= threshold. Chosen on validation data for a target sensitivity, never on test data."""
-
-    node: str = "malignant"
-    threshold: float = 0.5
-    target_sensitivity: float | None = None
-    sensitivity: float | None = None  # measured on the data it was chosen on
-    specificity: float | None = None
-    chosen_on: str = "default (not tuned)"
 
 
 @dataclass

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from dermlens.evaluate.classification import bootstrap_ci
+from dermlens.evaluate.bootstrap import bootstrap_ci
 from dermlens.segment.metrics import area_error, fuzzy_dice, jaccard
 from dermlens.pet.baselines import default_margin, threshold_max, tumour_voi
 from dermlens.pet.dataset import load_dataset

@@ -20,7 +20,7 @@ from dermlens.gate import Gate, GateVerdict, not_checked
 from dermlens.models import ModelConfig, load_model
 from dermlens.models.features import classifier_layer, pre_logits
 from dermlens.models.modality import ModalityRecogniser, check_modality
-from dermlens.taxonomy import Taxonomy, default_taxonomy, tree_sum_matrix
+from dermlens.taxonomy import Taxonomy, TreeSum, default_taxonomy
 
 BUNDLED_MODEL_DIR = Path(__file__).resolve().parent.parent / "weights"
 
@@ -92,7 +92,7 @@ class Predictor:
         self.transform = build_eval_transform(self.config.preprocessing)
         self.tta = tta
         self.node_ids: list[str] = list(self.taxonomy)
-        self._tree_sum = tree_sum_matrix(self.taxonomy, self.config.classes).astype(np.float64)  # (nodes, classes)
+        self.tree_sum = TreeSum(self.taxonomy, self.config.classes)
         self.modality_recogniser = ModalityRecogniser.load(self.model_dir)
         self.gate: Gate | None = Gate.load(self.model_dir, self.config) if gate else None
         from dermlens.predict.engines import make_engine
@@ -115,7 +115,7 @@ class Predictor:
 
     def node_probabilities(self, class_probs: np.ndarray) -> np.ndarray:
         """(batch, nodes): the probability of a node is the sum over the training classes at or below it."""
-        return class_probs @ self._tree_sum.T
+        return self.tree_sum(class_probs)
 
     def embeddings(self, batch: torch.Tensor) -> torch.Tensor:
         """(batch, features): the network's last hidden layer, for the modality recogniser."""
@@ -150,7 +150,7 @@ class Predictor:
             image=name,
             probabilities=p_node,
             top5=[(self.config.classes[i].node, float(class_probs[i])) for i in order],
-            triage=(verdict and verdict.triage) or ("refer" if p_node[op.node] >= op.threshold else "reassure"),
+            triage=(verdict and verdict.triage) or op.triage(p_node[op.node]),
             modality=modality,
             modality_source=modality_source,
             quality=verdict.quality if verdict else "",

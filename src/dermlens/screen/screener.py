@@ -141,9 +141,8 @@ class Screener:
             head_dir = Path(lesion_head) if lesion_head not in (None, True) else BUNDLED_HEAD_DIR
             self.head = LesionHead.load(head_dir)
             self.head.check_model(self.predictor.model_dir, head_dir)
-        op = self.predictor.config.operating_point_for("clinical")  # wide-field photos are clinical photos
-        self.malignant_index = self.predictor.node_ids.index(op.node)
-        self.threshold = float(op.threshold)
+        # Wide-field photos are clinical photos.
+        self.operating_point = self.predictor.config.operating_point_for("clinical")
 
     def analyse_photo(self, image, name: str | None = None) -> PhotoResult:
         """Lesions of one photo (path, bytes, PIL or array), not yet ranked. A photo that cannot be read gives a
@@ -163,19 +162,19 @@ class Screener:
             return result
         crops = [square_crop(rgb, c.box, self.config.crop_context) for c in candidates]
         embeddings, class_probs = self.analyser.analyse(crops)
-        node_probs = self.predictor.node_probabilities(class_probs)
+        p_malignant = self.predictor.tree_sum.node(class_probs, self.operating_point.node)
         p_lesion = self.head.probability(embeddings) if self.head else np.ones(len(candidates))
         gate = self.predictor.gate
         ood = (gate.ood.distance(torch.from_numpy(embeddings)) / gate.thresholds.max_ood_distance
                if gate is not None and gate.fitted else [None] * len(candidates))
         keep_threshold = self.head.threshold if self.head else 0.0
         classes = [c.node for c in self.predictor.config.classes]
-        for c, emb, cp, npb, pl, od in zip(candidates, embeddings, class_probs, node_probs, p_lesion, ood):
+        for c, emb, cp, p_mal, pl, od in zip(candidates, embeddings, class_probs, p_malignant, p_lesion, ood):
             if pl < keep_threshold:
                 continue
-            p_mal = float(npb[self.malignant_index])
+            p_mal = float(p_mal)
             result.lesions.append(Lesion(
-                box=c.box, p_lesion=float(pl), p_malignant=p_mal, suspicious=p_mal >= self.threshold,
+                box=c.box, p_lesion=float(pl), p_malignant=p_mal, suspicious=self.operating_point.refers(p_mal),
                 top_class=classes[int(np.argmax(cp))], probabilities=dict(zip(classes, map(float, cp))),
                 diameter=c.diameter, contrast=c.contrast, embedding=emb,
                 ood_score=None if od is None else float(od),

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dermlens.evaluate.classification import bootstrap_ci
+from dermlens.evaluate.bootstrap import bootstrap_ci
 from dermlens.segment.metrics import thresholded_jaccard
 from dermlens.segment.pairs import load_pairs
 from dermlens.segment.segmenter import Segmenter

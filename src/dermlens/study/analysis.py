@@ -24,7 +24,7 @@ from sklearn.metrics import confusion_matrix, roc_auc_score, roc_curve
 from tqdm.auto import tqdm
 
 from dermlens.evaluate.calibration import apply_temperature, calibration_summary, fit_temperature
-from dermlens.evaluate.classification import binary_task
+from dermlens.evaluate.classification import BINARY_TASKS, binary_task
 from dermlens.evaluate.isic_metrics import (
     accuracy,
     argmax_ties_wrong,
@@ -35,14 +35,8 @@ from dermlens.evaluate.isic_metrics import (
 from dermlens.evaluate.operating_point import threshold_for_sensitivity, threshold_for_specificity
 from dermlens.evaluate.readers import load_readers, readers_below_curve
 from dermlens.study.run import PREDICTIONS, RECORDS_FILE, STUDY_FILE, load_fold, read_records, targets_for
-from dermlens.taxonomy import ClassAssignment, Taxonomy, TrainingClass, default_taxonomy, tree_sum_matrix
+from dermlens.taxonomy import ClassAssignment, Taxonomy, TrainingClass, TreeSum, default_taxonomy, refers
 
-# The paper's binary tasks (positive node, negative node); scored by P(positive node).
-BINARY_TASKS = {
-    "carcinoma_vs_keratosis": ("malignant_epidermal", "benign_keratosis"),
-    "melanoma_vs_nevus": ("melanoma", "melanocytic_nevus"),
-    "malignant_vs_benign": ("malignant", "benign"),
-}
 SENSITIVITY_TARGETS = (0.90, 0.95)  # specificity at fixed sensitivity
 SPECIFICITY_TARGETS = (0.80, 0.90)  # sensitivity at fixed specificity
 MIN_SENSITIVITY = 0.8  # partial AUC
@@ -84,10 +78,10 @@ class StudyPredictions:
         """test/val indices, log-probabilities and node probabilities of one fold's model."""
         saved = load_fold(self._pred, space, fold)
         classes = self.classes(space, fold)
-        matrix = tree_sum_matrix(self.taxonomy, classes)
+        tree_sum = TreeSum(self.taxonomy, classes)
         saved["classes"] = classes
         for part in ("test", "val"):
-            saved[f"{part}_node_probs"] = np.exp(saved[f"{part}_log_probs"].astype(np.float64)) @ matrix.T
+            saved[f"{part}_node_probs"] = tree_sum(np.exp(saved[f"{part}_log_probs"].astype(np.float64)))
         return saved
 
     def pooled(self, space: str) -> dict:
@@ -233,7 +227,7 @@ def operating_points(sp: StudyPredictions, parts: list[dict], positive: str, neg
                 continue
             chooser = threshold_for_sensitivity if kind == "sensitivity" else threshold_for_specificity
             threshold = chooser(yv, sv, target)
-            called = st >= threshold
+            called = refers(st, threshold)
             f_tp, f_fn = int((called & yt).sum()), int((~called & yt).sum())
             f_tn, f_fp = int((~called & ~yt).sum()), int((called & ~yt).sum())
             tp, fn, tn, fp = tp + f_tp, fn + f_fn, tn + f_tn, fp + f_fp

@@ -115,7 +115,7 @@ def set_operating_point(model_dir: Path, records: list[Record], target_sensitivi
 
     from dermlens.models import save_model
     from dermlens.taxonomy import ClassAssignment
-    from dermlens.train.recipe import choose_operating_point
+    from dermlens.evaluate.operating_point import choose_operating_point
 
     predictor = Predictor(model_dir)
     class_probs = predictor.predict_records(records)

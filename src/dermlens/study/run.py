@@ -478,7 +478,7 @@ def export_fast_model(directory: Path, head: torch.nn.Linear, classes, cfg: Stud
     """The frozen backbone with fold 0's head as its classifier, saved as an ordinary dermlens model."""
     from dermlens.models import ModelConfig, create_backbone, save_model
     from dermlens.models.features import classifier_layer
-    from dermlens.train.recipe import choose_operating_point
+    from dermlens.evaluate.operating_point import choose_operating_point
 
     model, _ = create_backbone(cfg.arch, len(classes), pretrained=True, weights=cfg.weights)
     layer = classifier_layer(model)

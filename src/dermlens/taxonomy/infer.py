@@ -12,11 +12,13 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
+from dermlens.taxonomy.partition import ClassAssignment
+
 if TYPE_CHECKING:
     from dermlens.taxonomy.partition import TrainingClass
     from dermlens.taxonomy.tree import Taxonomy
 
-__all__ = ["tree_sum_matrix", "node_probabilities", "NodeProbabilities"]
+__all__ = ["TreeSum", "tree_sum_matrix", "node_probabilities", "NodeProbabilities"]
 
 # Softmax outputs can be a hair below zero after float16 export; anything clearly negative is a caller passing
 # logits, which would sum to meaningless numbers.
@@ -31,8 +33,6 @@ def tree_sum_matrix(taxonomy: "Taxonomy", classes: Sequence["TrainingClass"]) ->
     N's children, which is exactly "N is at or below the row's node". Overlapping classes are rejected, since they
     would count the same probability twice.
     """
-    from dermlens.taxonomy.partition import ClassAssignment  # local: partition imports this module
-
     ClassAssignment(taxonomy, classes)  # validates node ids and that no image belongs to two classes
     row = {node_id: i for i, node_id in enumerate(taxonomy)}
     matrix = np.zeros((len(row), len(classes)), dtype=np.float64)
@@ -82,6 +82,50 @@ class NodeProbabilities:
         return NodeProbabilities(tuple(node_ids), self.values[..., columns])
 
 
+class TreeSum:
+    """The tree sum of one model: built once from its training classes, applied to every batch it predicts.
+
+    ``TreeSum(taxonomy, classes)(class_probs)`` gives (batch, nodes) node probabilities in taxonomy pre-order;
+    ``.node(class_probs, "malignant")`` one node's column. Every caller (predictor, training, study, saliency,
+    screening) sums through this class, so the rule and its input checks live here only.
+    """
+
+    def __init__(self, taxonomy: "Taxonomy", classes: Sequence["TrainingClass"]):
+        self.taxonomy = taxonomy
+        self.classes = list(classes)
+        self.node_ids = tuple(taxonomy)
+        self.matrix = tree_sum_matrix(taxonomy, self.classes)  # (nodes, classes)
+        self._row = {n: i for i, n in enumerate(self.node_ids)}
+
+    def __call__(self, class_probs) -> np.ndarray:
+        """Node probabilities, shape ``(nodes,)`` or ``(batch, nodes)`` like the input."""
+        return self._checked(class_probs) @ self.matrix.T
+
+    def node(self, class_probs, node_id: str) -> np.ndarray:
+        """One node's probability for every row of ``class_probs``."""
+        return self._checked(class_probs) @ self.matrix[self.row(node_id)]
+
+    def row(self, node_id: str) -> int:
+        try:
+            return self._row[node_id]
+        except KeyError:
+            raise KeyError(f"no node {node_id!r} in taxonomy {self.taxonomy.version}") from None
+
+    def _checked(self, class_probs) -> np.ndarray:
+        probs = np.asarray(class_probs, dtype=np.float64)
+        n = len(self.classes)
+        if probs.ndim not in (1, 2) or probs.shape[-1] != n:
+            raise ValueError(f"class probabilities must have shape ({n},) or (batch, {n}) for {n} training classes, "
+                             f"got {probs.shape}")
+        if not np.all(np.isfinite(probs)):
+            raise ValueError("class probabilities contain NaN or infinity")
+        if probs.size and probs.min() < -_NEGATIVE_TOLERANCE:
+            raise ValueError(
+                f"class probabilities contain negative values (min {probs.min():.3g}); apply softmax to logits first"
+            )
+        return probs
+
+
 def node_probabilities(
     taxonomy: "Taxonomy", classes: Sequence["TrainingClass"], class_probs
 ) -> NodeProbabilities:
@@ -90,17 +134,4 @@ def node_probabilities(
     Nodes with no class at or below them get 0. Rows are not required to sum to 1 (a caller may pass a subset
     of an ensemble), but negative values are refused because they mean logits were passed instead of softmax.
     """
-    probs = np.asarray(class_probs, dtype=np.float64)
-    if probs.ndim not in (1, 2) or probs.shape[-1] != len(classes):
-        raise ValueError(
-            f"class probabilities must have shape ({len(classes)},) or (batch, {len(classes)}) for "
-            f"{len(classes)} training classes, got {probs.shape}"
-        )
-    if not np.all(np.isfinite(probs)):
-        raise ValueError("class probabilities contain NaN or infinity")
-    if probs.size and probs.min() < -_NEGATIVE_TOLERANCE:
-        raise ValueError(
-            f"class probabilities contain negative values (min {probs.min():.3g}); apply softmax to logits first"
-        )
-    matrix = tree_sum_matrix(taxonomy, classes)
-    return NodeProbabilities(tuple(taxonomy), probs @ matrix.T)
+    return NodeProbabilities(tuple(taxonomy), TreeSum(taxonomy, classes)(class_probs))

@@ -13,7 +13,6 @@ import numbers
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-from dermlens.taxonomy import infer
 from dermlens.taxonomy.tree import Taxonomy
 
 __all__ = ["TrainingClass", "partition", "ClassAssignment", "esteva_max_class_size"]
@@ -143,11 +142,3 @@ class ClassAssignment:
                 f"label node {label_node!r} is not covered by any training class "
                 f"(the partition had no images labelled in its subtree)"
             ) from None
-
-    def tree_sum_matrix(self):
-        """See ``infer.tree_sum_matrix``."""
-        return infer.tree_sum_matrix(self.taxonomy, self.classes)
-
-    def node_probabilities(self, class_probs) -> "infer.NodeProbabilities":
-        """See ``infer.node_probabilities``."""
-        return infer.node_probabilities(self.taxonomy, self.classes, class_probs)

@@ -30,11 +30,11 @@ from tqdm.auto import tqdm
 from dermlens.data.records import Record
 from dermlens.data.torch_dataset import RecordDataset
 from dermlens.data.transforms import build_eval_transform, build_train_transform
-from dermlens.evaluate import sensitivity_specificity, threshold_for_sensitivity
-from dermlens.models import ModelConfig, OperatingPoint, create_backbone, save_model
+from dermlens.evaluate.operating_point import choose_operating_point
+from dermlens.models import ModelConfig, create_backbone, save_model
 from dermlens.models.modality import MODALITIES, fit_modality_head
 from dermlens.models.inference import predict_loader
-from dermlens.taxonomy import ClassAssignment, Taxonomy, default_taxonomy, partition, tree_sum_matrix
+from dermlens.taxonomy import ClassAssignment, Taxonomy, default_taxonomy, partition
 from dermlens.taxonomy.partition import esteva_max_class_size
 from dermlens.train.checkpoint import has_checkpoint, load_checkpoint, read_progress, save_checkpoint
 from dermlens.train.distributed import from_environment
@@ -193,29 +193,6 @@ def selection_score(val_targets: list[int], predicted: np.ndarray, sources: list
             mask = np.array([s == source for s in sources])
             scores.append(float(balanced_accuracy_score(targets[mask], predicted[mask])))
     return float(np.mean(scores))
-
-
-def choose_operating_point(
-    taxonomy: Taxonomy, assignment: ClassAssignment, probs: np.ndarray, label_nodes: list[str], target: float
-) -> OperatingPoint:
-    """Referral threshold on P(malignant) reaching ``target`` sensitivity on validation data."""
-    matrix = tree_sum_matrix(taxonomy, assignment.classes)
-    node_index = list(taxonomy).index("malignant")
-    p_malignant = probs @ matrix[node_index]
-    truth = np.array([taxonomy.ancestor_at_level(n, 1) == "malignant" for n in label_nodes])
-    if truth.all() or not truth.any():
-        return OperatingPoint(chosen_on="default 0.5: validation data lacks malignant or benign cases")
-    threshold = threshold_for_sensitivity(truth, p_malignant, target)
-    # That is the score of one malignant validation image: float noise between this computation and the
-    # predictor's (another batch size, float64 renormalisation, ONNX or bf16) would turn it into "reassure". Half-way
-    # down to the next lower score (or to 0) makes the same calls on validation data, with a margin on both sides.
-    lower = p_malignant[p_malignant < threshold]
-    threshold = float((threshold + (lower.max() if lower.size else 0.0)) / 2)
-    sens, spec = sensitivity_specificity(truth, p_malignant, threshold)
-    return OperatingPoint(
-        node="malignant", threshold=threshold, target_sensitivity=target,
-        sensitivity=sens, specificity=spec, chosen_on=f"validation ({len(truth)} images, {int(truth.sum())} malignant)",
-    )
 
 
 def train(
