@@ -23,18 +23,11 @@ import numpy as np
 from dermlens.data.datasets import load_pooled
 from dermlens.data.splits import pooled_split
 from dermlens.evaluate.bootstrap import bootstrap_ci
-from dermlens.study.run import SPACES, level_node
+from dermlens.study.design import SPACES, relabel
 from dermlens.predict import Predictor
 from dermlens.taxonomy import default_taxonomy
 from dermlens.taxonomy.partition import esteva_max_class_size
 from dermlens.train.recipe import TrainConfig, train
-
-
-def relabel(records, taxonomy, space):
-    """A direct 3-/9-way model trains on each image's ancestor at that level."""
-    if space == "training_classes":
-        return list(records)
-    return [replace(r, node=n) for r in records if (n := level_node(taxonomy, r.node, space))]
 
 
 def level_accuracy(predictor: Predictor, records, level: int) -> tuple[float, tuple[float, float]]:

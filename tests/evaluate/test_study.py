@@ -10,14 +10,8 @@ import pytest
 from dermlens.data.datasets import load_records
 from dermlens.data.synthetic import make_synthetic_dataset
 from dermlens.evaluate.operating_point import threshold_for_sensitivity
-from dermlens.study.run import (
-    StudyConfig,
-    load_fold,
-    make_folds,
-    read_records,
-    run_study,
-    space_classes,
-)
+from dermlens.study.design import StudyConfig, load_fold, make_folds, read_records, space_classes
+from dermlens.study.run import run_study
 from dermlens.study.analysis import StudyPredictions, analyse_study
 from dermlens.taxonomy import ClassAssignment, default_taxonomy
 from dermlens.taxonomy.partition import esteva_max_class_size
@@ -180,7 +174,7 @@ def test_full_mode_fine_tunes_per_fold_and_space(tiny_data, tmp_path):
 
 
 def test_linear_probe_learns_and_reads_raw_features():
-    from dermlens.study.run import L2_GRID, train_linear_head
+    from dermlens.study.probe import L2_GRID, train_linear_head
 
     rng = np.random.default_rng(0)
     centres = rng.normal(0, 1, (3, 32))

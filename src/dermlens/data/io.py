@@ -23,6 +23,8 @@ from typing import Any, BinaryIO
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from dermlens.data.pixels import PixelError, array_to_uint8, composite_on_white, to_rgb
+
 __all__ = [
     "IMAGE_EXTENSIONS",
     "MAX_PIXELS",
@@ -332,12 +334,15 @@ def _image_from_array(array: np.ndarray, label: str, max_pixels: int) -> Image.I
         )
     height, width = array.shape[:2]
     _check_dimensions(label, (width, height), max_pixels)
-    pixels = _array_to_uint8(array, label)
+    try:
+        pixels = array_to_uint8(array)
+    except PixelError as error:
+        raise ImageDecodeError(label, str(error)) from None
     if pixels.ndim == 2:
         return Image.fromarray(pixels).convert("RGB")
     if pixels.shape[2] == 3:
         return Image.fromarray(np.ascontiguousarray(pixels))
-    return _composite_on_white(Image.fromarray(np.ascontiguousarray(pixels)))
+    return composite_on_white(Image.fromarray(np.ascontiguousarray(pixels)))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -387,86 +392,11 @@ def _normalise(image: Image.Image, label: str) -> Image.Image:
         upright = image.copy()
     assert upright is not None
     try:
-        return _to_rgb(upright, label)
-    except ImageDecodeError:
-        raise
+        return to_rgb(upright)
+    except PixelError as error:
+        raise ImageDecodeError(label, str(error)) from None
     except (OSError, ValueError) as error:
         raise ImageDecodeError(label, f"cannot convert colour mode {image.mode} to RGB ({_describe(error)})") from None
-
-
-def _to_rgb(image: Image.Image, label: str) -> Image.Image:
-    mode = image.mode
-    if mode.startswith("I;16") or mode == "I":
-        # 16-bit grayscale (and Pillow's 32-bit "I", which is how 16-bit data often arrives): scale, do not clip.
-        pixels = np.asarray(image).astype(np.int64)
-        if pixels.size and (pixels.min() < 0 or pixels.max() > 65535):
-            low, high = int(pixels.min()), int(pixels.max())
-            raise ImageDecodeError(label, f"32-bit integer pixels outside 0..65535 (range {low}..{high})")
-        return Image.fromarray(_scale_uint16(pixels)).convert("RGB")
-    if mode == "F":
-        return Image.fromarray(_float_image_to_uint8(np.asarray(image), label)).convert("RGB")
-    if mode == "La":  # premultiplied grey+alpha: Pillow only un-premultiplies it to LA
-        image = image.convert("LA")
-    if image.has_transparency_data:
-        return _composite_on_white(image.convert("RGBA"))
-    if mode == "RGB":
-        return image  # already a fresh image: exif_transpose copies
-    # L, 1, P, CMYK, YCbCr, HSV ...: Pillow knows these conversions.
-    return image.convert("RGB")
-
-
-def _composite_on_white(image: Image.Image) -> Image.Image:
-    rgba = image if image.mode == "RGBA" else image.convert("RGBA")
-    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-    return Image.alpha_composite(white, rgba).convert("RGB")
-
-
-def _scale_uint16(pixels: np.ndarray) -> np.ndarray:
-    """0..65535 -> 0..255 with rounding (65535 -> 255, 32768 -> 128)."""
-    wide = pixels.astype(np.uint32)
-    return ((wide * 255 + 32767) // 65535).astype(np.uint8)
-
-
-def _scale_unit_float(pixels: np.ndarray) -> np.ndarray:
-    return np.rint(pixels.astype(np.float64) * 255.0).astype(np.uint8)
-
-
-def _float_image_to_uint8(pixels: np.ndarray, label: str) -> np.ndarray:
-    """Pillow mode F: [0, 1] is scaled like a float array; Pillow's own convention 0..255 is also accepted."""
-    if not np.all(np.isfinite(pixels)):
-        raise ImageDecodeError(label, "image contains NaN or infinite pixel values")
-    low, high = float(pixels.min()), float(pixels.max())
-    if low >= 0.0 and high <= 1.0:
-        return _scale_unit_float(pixels)
-    if low >= 0.0 and high <= 255.0:
-        return np.rint(pixels).astype(np.uint8)
-    raise ImageDecodeError(label, f"float pixels outside [0, 1] and [0, 255] (range {low:g}..{high:g})")
-
-
-def _array_to_uint8(array: np.ndarray, label: str) -> np.ndarray:
-    dtype = array.dtype
-    if dtype == np.uint8:
-        return array
-    if dtype == np.bool_:
-        return array.astype(np.uint8) * 255
-    if dtype == np.uint16:
-        return _scale_uint16(array)
-    if np.issubdtype(dtype, np.floating):
-        if array.size and not np.all(np.isfinite(array)):
-            raise ImageDecodeError(label, "array contains NaN or infinite values")
-        low, high = (float(array.min()), float(array.max())) if array.size else (0.0, 0.0)
-        if low < 0.0 or high > 1.0:
-            raise ImageDecodeError(label, f"float array values must be in [0, 1], got {low:g}..{high:g}")
-        return _scale_unit_float(array)
-    if np.issubdtype(dtype, np.integer):
-        # Plain integer arrays (e.g. np.array of Python ints) are taken as 8-bit values when they fit.
-        low, high = (int(array.min()), int(array.max())) if array.size else (0, 0)
-        if low < 0 or high > 255:
-            raise ImageDecodeError(
-                label, f"{dtype} array values must be in 0..255 (got {low}..{high}); use uint16 for 16-bit data"
-            )
-        return array.astype(np.uint8)
-    raise ImageDecodeError(label, f"unsupported array dtype {dtype}; expected uint8, uint16 or float in [0, 1]")
 
 
 def _format_from_signature(head: bytes) -> str | None:

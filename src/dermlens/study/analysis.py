@@ -34,7 +34,7 @@ from dermlens.evaluate.isic_metrics import (
 )
 from dermlens.evaluate.operating_point import threshold_for_sensitivity, threshold_for_specificity
 from dermlens.evaluate.readers import load_readers, readers_below_curve
-from dermlens.study.run import PREDICTIONS, RECORDS_FILE, STUDY_FILE, load_fold, read_records, targets_for
+from dermlens.study.design import PREDICTIONS, RECORDS_FILE, STUDY_FILE, load_fold, read_records, targets_for
 from dermlens.taxonomy import ClassAssignment, Taxonomy, TrainingClass, TreeSum, default_taxonomy, refers
 
 SENSITIVITY_TARGETS = (0.90, 0.95)  # specificity at fixed sensitivity

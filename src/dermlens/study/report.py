@@ -9,7 +9,7 @@ from pathlib import Path
 
 from dermlens.report import figures
 from dermlens.report.html import file_img, fmt, img, mean_sd, table, write_metrics, write_page
-from dermlens.study.run import PREDICTIONS, SPACE_TITLES
+from dermlens.study.design import PREDICTIONS, SPACE_TITLES
 
 
 def _dataset_title(study: dict) -> str:
