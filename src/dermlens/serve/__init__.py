@@ -7,6 +7,6 @@ from dermlens.extras import require
 for _module in ("fastapi", "fastapi_offline", "python_multipart", "uvicorn"):
     require(_module, "serve", "dermlens serve")
 
-from dermlens.serve.app import create_app  # noqa: E402 - after the check above, on purpose
+from dermlens.serve.app import create_app
 
 __all__ = ["create_app"]
