@@ -1,4 +1,4 @@
-# dermlens: `make demo` sets up .venv and runs the main job; `make test` runs the test suite.
+# dermlens: `make demo` sets up .venv (every extra) and runs the main job; `make test` runs the test suite.
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
@@ -8,12 +8,12 @@ JEMALLOC := $(firstword $(wildcard /usr/lib/x86_64-linux-gnu/libjemalloc.so.2 /u
 FAST_MALLOC := $(if $(JEMALLOC),LD_PRELOAD=$(JEMALLOC) MALLOC_CONF=dirty_decay_ms:-1$(comma)muzzy_decay_ms:-1$(comma)oversize_threshold:0 ,)
 .PHONY: demo test setup clean
 
+# Every optional feature (the extras of pyproject.toml) and the test tools. torch and torchvision come pinned from
+# pyproject.toml (the pair that imports together on this platform), so the pins are stated in one place.
 $(BIN)/dermlens: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	# torch 2.14.1 + torchvision 0.29.1 is the pair that imports together on this platform (see README).
-	$(BIN)/pip install --quiet "torch==2.14.1" "torchvision==0.29.1"
-	$(BIN)/pip install --quiet -e ".[test]"
+	$(BIN)/pip install --quiet -e ".[all,test]"
 	touch $@
 
 setup: $(BIN)/dermlens

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dermlens.extras import require
 from dermlens.models.saved import WEIGHTS_FILE, ModelConfig, read_config
 
 EXPORT_VERSION = 1  # bump when the exported graph changes meaning; it is part of every cache key
@@ -34,6 +35,7 @@ INPUT_NAME = "image"
 OUTPUT_NAME = "probabilities"
 PRECISIONS = ("fp32", "int8")
 FILE_NAMES = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
+ONNX_FEATURE = "ONNX export and --engine onnx"  # onnx and onnxruntime are the optional [deploy] extra
 
 
 class MissingExportError(FileNotFoundError):
@@ -114,14 +116,14 @@ def cached_export_path(digest: str, precision: str = "fp32") -> Path:
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:
-    import onnx
+    onnx = require("onnx", "deploy", ONNX_FEATURE)
 
     model = onnx.load(str(path), load_external_data=False)
     return {p.key: p.value for p in model.metadata_props}
 
 
 def _write_metadata(path: Path, metadata: dict[str, str]) -> None:
-    import onnx
+    onnx = require("onnx", "deploy", ONNX_FEATURE)
 
     model = onnx.load(str(path))
     del model.metadata_props[:]
@@ -248,7 +250,8 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, calibration: Iter
     """Static int8 quantization (QDQ, per-channel int8 weights, uint8 activations: the layout ORT's x86 VNNI
     kernels run fastest) with activation ranges from ``calibration`` images. The softmax stays in float: its
     output is what the triage threshold reads, and 1/256 steps would move it."""
-    import onnx
+    onnx = require("onnx", "deploy", ONNX_FEATURE)
+    require("onnxruntime", "deploy", "int8 quantization")
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -346,7 +349,7 @@ def export_model(model_dir: str | Path, out_dir: str | Path | None = None, *, in
 
 
 def session_options(threads: int | None = None):
-    import onnxruntime as ort
+    ort = require("onnxruntime", "deploy", ONNX_FEATURE)
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

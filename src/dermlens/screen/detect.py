@@ -20,11 +20,14 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-import cv2
 import numpy as np
 import torch
 from scipy.ndimage import median_filter
 from torchvision.ops import nms
+
+from dermlens.extras import require
+
+cv2 = require("cv2", "screen", "dermlens screen")  # OpenCV is the optional [screen] extra
 
 
 Z_TO_GREY = 6.0  # the z-map goes to 8 bits for SimpleBlobDetector: z 0-42 in steps of 1/6
