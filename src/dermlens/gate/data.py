@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
+from dermlens.extras import require
+
 # Source photos, split once: the test part is never fitted on (``cat`` is ``chelsea``, so both are test).
 NON_SKIN_FIT_SOURCES = ("brick", "camera", "cell", "checkerboard", "coins", "colorwheel", "grass", "gravel", "horse",
                         "logo", "microaneurysms", "moon", "page", "text", "stereo_motorcycle",
@@ -92,9 +94,8 @@ def _skimage_photo(name: str) -> np.ndarray:
         from sklearn.datasets import load_sample_image
 
         return np.asarray(load_sample_image(name.split(":", 1)[1]))
-    import skimage.data
-
-    image = getattr(skimage.data, name)()
+    skimage_data = require("skimage.data", "gate", "dermlens gate fit")
+    image = getattr(skimage_data, name)()
     if name == "stereo_motorcycle":
         image = image[0]
     image = np.asarray(image)
@@ -185,8 +186,7 @@ def degrade(image: Image.Image, kind: str, level: float, model_size: int = 224) 
         image = image.resize((round(image.width * scale), round(image.height * scale)), Image.BILINEAR)
         if kind == "gaussian_blur":
             return image.filter(ImageFilter.GaussianBlur(level))
-        import cv2
-
+        cv2 = require("cv2", "gate", "the gate benchmark's motion blur")
         kernel = np.zeros((int(level), int(level)), np.float32)
         kernel[int(level) // 2, :] = 1 / int(level)
         return Image.fromarray(cv2.filter2D(np.asarray(image), -1, kernel, borderType=cv2.BORDER_REFLECT))
