@@ -32,9 +32,8 @@ def test_demo_runs_the_study_with_the_make_demo_arguments(study_calls):
         assert isinstance(result.exception, Stop), result.output
     demo, study = study_calls
     assert demo == study
-    data, out, cfg, _ = demo
+    data, out, _, _ = demo
     assert data is None and out == Path("runs/demo")  # the embedded synthetic set
-    assert cfg.image_size == 128 and cfg.folds == 9
 
 
 def test_demo_takes_another_output_folder(study_calls, tmp_path):
