@@ -40,7 +40,7 @@ def run(
 
 
 @app.command("make-benchmark")
-def make_benchmark(
+def make_benchmark_command(
     data: Annotated[Path, typer.Option(help="HAM10000 folder with labels.csv, images/ and masks/.")],
     out: Annotated[Path, typer.Option(help="Benchmark folder: pNNN.jpg, pNNN.truth.json, benchmark.json.")],
     patients: Annotated[int, typer.Option(help="Synthetic patients (one photo each).")] = 100,
@@ -60,7 +60,7 @@ def make_benchmark(
 
 
 @app.command("train-head")
-def train_head(
+def train_head_command(
     benchmark: Annotated[Path, typer.Option(help="A benchmark made from the train split (`screen make-benchmark --split train`).")],
     out: Annotated[Path, typer.Option(help="Folder for lesion_head.safetensors and lesion_head.json.")],
     model: Annotated[Optional[Path], typer.Option(help="Classifier folder whose embedding the head reads; default the bundled model.")] = None,
