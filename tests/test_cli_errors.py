@@ -97,3 +97,13 @@ def test_a_bug_keeps_its_traceback(monkeypatch):
     monkeypatch.setattr(dermlens.taxonomy, "default_taxonomy", broken)
     result = CliRunner().invoke(app, ["taxonomy", "show"])
     assert isinstance(result.exception, KeyError)
+
+
+@pytest.mark.parametrize("command", [["taxonomy", "partition"], ["evaluate"], ["operating-point"]])
+def test_a_split_the_dataset_lacks_is_one_line_naming_the_dataset(command, synthetic_labels_csv):
+    result = CliRunner().invoke(app, [*command, "--data", str(synthetic_labels_csv), "--split", "tset"])
+    one_line_error(result, str(synthetic_labels_csv), "no records in split 'tset'", "no fixed split")
+
+
+def test_a_model_without_a_card_is_one_line(tmp_path):
+    one_line_error(CliRunner().invoke(app, ["model-card", "--model", str(tmp_path)]), "MODEL_CARD.md", "no model card")

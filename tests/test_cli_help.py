@@ -39,7 +39,21 @@ def main_help() -> str:
 
 
 def test_the_expected_subcommands_exist():
-    assert {"demo", "train", "evaluate", "predict", "taxonomy"} <= set(registered_commands())
+    """Every command module's commands are registered (the groups live in modules of their own)."""
+    assert {
+        "study", "demo", "report", "explain", "train", "evaluate", "predict", "export", "operating-point",
+        "model-card", "serve", "taxonomy", "segment", "screen", "gate", "pet",
+    } <= set(registered_commands())
+
+
+def test_help_starts_without_loading_torch():
+    """`dermlens --help` stays quick: commands import their heavy libraries only when they run."""
+    code = ("import sys\nfrom dermlens.cli import app\ntry:\n    app(['--help'], prog_name='dermlens')\n"
+            "except SystemExit:\n    pass\nprint('LOADED', sorted(m for m in ('torch', 'sklearn', 'cv2') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, **WIDE},
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "LOADED []" in result.stdout, result.stdout[-300:]
 
 
 def test_main_help_lists_every_subcommand_with_a_one_line_description(main_help):

@@ -84,3 +84,24 @@ def pooled_split(records: Sequence[Record], val_fraction: float = 0.15, seed: in
             parts[name] += part
     check_no_group_leak(parts)
     return parts
+
+
+def train_val_parts(
+    records: Sequence[Record], val_fraction: float = 0.15, seed: int = 0, extra_train: Sequence[Record] = ()
+) -> tuple[list[Record], list[Record]]:
+    """The (train, val) parts one model is fitted and selected on: the ``pooled_split`` of ``records`` (its test part
+    is left for evaluation) with ``extra_train`` added to training only, so that images brought in just to learn
+    from never choose the model or its operating point."""
+    parts = pooled_split(records, val_fraction=val_fraction, seed=seed)
+    return parts["train"] + list(extra_train), parts["val"]
+
+
+def in_split(records: Sequence[Record], split: str | None, source: object) -> list[Record]:
+    """The records of one fixed split (``None`` or ``""``: all of them). Finding none is an error naming ``source``
+    (the dataset they came from) and the splits it does have: a typo in ``split`` is the usual cause."""
+    chosen = [r for r in records if not split or r.split == split]
+    if not chosen:
+        present = sorted({r.split for r in records if r.split})
+        has = f"its splits: {', '.join(present)}" if present else "it has no fixed split"
+        raise ValueError(f"{source}: no records" + (f" in split {split!r} ({has})" if split and records else ""))
+    return chosen

@@ -1,0 +1,78 @@
+"""``dermlens screen [run] | make-benchmark | train-head``: wide-field screening for ugly ducklings."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from dermlens.cli.common import ModelOption, QuietOption, batch_group
+
+app = batch_group("Wide-field screening: `dermlens screen PHOTO... --out DIR` finds lesions and ranks ugly ducklings; or make-benchmark / train-head.")
+
+
+@app.command("run")
+def run(
+    photos: Annotated[list[Path], typer.Argument(help="Wide-field photos (files or folders).")],
+    out: Annotated[Path, typer.Option(help="Output folder: <stem>.json, <stem>.annotated.jpg, <stem>.crops/rank<k>.jpg.")],
+    model: ModelOption = None,
+    lesion_head: Annotated[Optional[Path], typer.Option(help="Lesion/not-lesion head folder; default the bundled one.")] = None,
+    per_photo: Annotated[bool, typer.Option("--per-photo", help="Each photo is its own patient (default: all photos are one patient).")] = False,
+    patients: Annotated[Optional[Path], typer.Option(help="CSV with columns image,patient grouping the photos into patients.")] = None,
+    size_weight: Annotated[float, typer.Option(help="Share of relative size in the ugly-duckling score (0-1).")] = 0.0,
+    top_crops: Annotated[int, typer.Option(help="Crops written for this many top-ranked lesions per photo.")] = 5,
+    quiet: QuietOption = False,
+):
+    """Find every pigmented lesion, flag the suspicious ones, rank each patient's ugly ducklings (rank 1 = most unlike)."""
+    from dermlens.data.io import find_images
+    from dermlens.screen.screener import ScreenConfig, Screener, patient_ids, screen_files
+
+    files = find_images(photos)
+    groups = patient_ids(files, "photo" if per_photo else "all", patients)
+    screener = Screener(model, lesion_head, ScreenConfig(size_weight=size_weight))
+    summary = screen_files(screener, files, out, groups, top_crops=top_crops, progress=not quiet,
+                           on_error=lambda name, problem: typer.echo(f"{name}: {problem}", err=True))
+    lesions = sum(len(r.lesions) for r in summary.results)
+    suspicious = sum(lesion.suspicious for r in summary.results for lesion in r.lesions)
+    typer.echo(f"{len(files)} photos ({len(summary.failed)} failed): {lesions} lesions, {suspicious} suspicious; outputs in {out}")
+    if summary.failed or not files:
+        raise typer.Exit(1)
+
+
+@app.command("make-benchmark")
+def make_benchmark_command(
+    data: Annotated[Path, typer.Option(help="HAM10000 folder with labels.csv, images/ and masks/.")],
+    out: Annotated[Path, typer.Option(help="Benchmark folder: pNNN.jpg, pNNN.truth.json, benchmark.json.")],
+    patients: Annotated[int, typer.Option(help="Synthetic patients (one photo each).")] = 100,
+    split: Annotated[str, typer.Option(help="Source split: test for figures, train for tuning and the lesion head.")] = "test",
+    seed: int = 0,
+    quiet: QuietOption = False,
+):
+    """Compose synthetic wide-field patients from real HAM10000 lesions on generated skin, with ground truth."""
+    from dermlens.screen.benchmark import make_benchmark
+
+    try:
+        manifest = make_benchmark(data, out, patients=patients, seed=seed, split=split, progress=not quiet)
+    except (FileNotFoundError, ValueError) as e:
+        typer.echo(str(e), err=True)
+        raise typer.Exit(2)
+    typer.echo(f"{patients} patients from the {split} split: {manifest}")
+
+
+@app.command("train-head")
+def train_head_command(
+    benchmark: Annotated[Path, typer.Option(help="A benchmark made from the train split (`screen make-benchmark --split train`).")],
+    out: Annotated[Path, typer.Option(help="Folder for lesion_head.safetensors and lesion_head.json.")],
+    model: Annotated[Optional[Path], typer.Option(help="Classifier folder whose embedding the head reads; default the bundled model.")] = None,
+    target_recall: Annotated[float, typer.Option(help="Share of true lesions the head's threshold lets through (held-out photos).")] = 0.98,
+    quiet: QuietOption = False,
+):
+    """Train the lesion/not-lesion head on detector candidates of a train-split benchmark."""
+    from dermlens.screen.benchmark import train_lesion_head
+
+    try:
+        folder = train_lesion_head(benchmark, out, model, target_recall=target_recall, progress=not quiet)
+    except (FileNotFoundError, ValueError) as e:
+        typer.echo(str(e), err=True)
+        raise typer.Exit(2)
+    typer.echo(f"lesion head: {folder}\n{(folder / 'lesion_head.json').read_text()}")
