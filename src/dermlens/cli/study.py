@@ -11,7 +11,6 @@ from dermlens.cli.common import ArchOption, MaxClassSizeOption, ModelOption, Qui
 
 app = typer.Typer()
 
-SYNTHETIC_IMAGE_SIZE = 128  # the embedded synthetic set is drawn at 128 px: upsampling it would only cost time
 DEMO_OUT = Path("runs/demo")
 
 
@@ -26,7 +25,7 @@ def study(
     no_readers: Annotated[bool, typer.Option("--no-readers", help="Draw no reader points.")] = False,
     arch: ArchOption = "efficientnet_lite0",
     weights: WeightsOption = None,
-    image_size: Annotated[Optional[int], typer.Option(help=f"Input size; default the backbone's ({SYNTHETIC_IMAGE_SIZE} for the synthetic set).")] = None,
+    image_size: Annotated[Optional[int], typer.Option(help="Input size; default the backbone's (128 for the synthetic set).")] = None,
     spaces: Annotated[str, typer.Option(help="Label spaces of the ablation (comma-separated).")] = "three_way,nine_way,training_classes",
     head_iterations: Annotated[int, typer.Option(help="Fast mode: L-BFGS iterations of each linear head per L2 value.")] = 100,
     epochs: Annotated[int, typer.Option(help="Full mode: fine-tuning epochs per fold and space.")] = 12,
@@ -44,7 +43,7 @@ def study(
 
     cfg = StudyConfig(
         mode=mode, folds=folds, arch=arch, weights=weights,
-        image_size=image_size or (None if data else SYNTHETIC_IMAGE_SIZE), max_class_size=max_class_size,
+        image_size=image_size, max_class_size=max_class_size,
         spaces=tuple(s.strip() for s in spaces.split(",") if s.strip()), seed=seed, batch_size=batch_size,
         num_workers=workers, head_iterations=head_iterations, n_boot=n_boot, saliency_per_class=saliency_per_class,
         train={"epochs": epochs},
