@@ -72,14 +72,14 @@ def test_models_are_safetensors_with_their_method(study):
 def test_training_refuses_a_used_folder_and_a_resume_with_other_settings(study):
     root, _ = study
     before = (root / "fraction" / "model.safetensors").read_bytes()
-    result = runner.invoke(app, ["pet", "train", "--data", str(root / "train"), "--out", str(root / "fraction"), *TRAIN])
+    command = ["pet", "train", "--data", str(root / "train"), "--out", str(root / "fraction")]
+    result = runner.invoke(app, [*command, *TRAIN])
     assert result.exit_code == 2 and "--resume" in result.output and "--overwrite" in result.output
     assert str(root / "fraction") in result.output and "Traceback" not in result.output
     longer = [a if a != "1" else "2" for a in TRAIN]  # another schedule: the cosine would jump back up
-    result = runner.invoke(app, ["pet", "train", "--data", str(root / "train"), "--out", str(root / "fraction"),
-                                 "--resume", *longer])
+    result = runner.invoke(app, [*command, "--resume", *longer])
     assert result.exit_code == 2 and "--epochs 1 -> 2" in result.output
-    _ok(["pet", "train", "--data", str(root / "train"), "--out", str(root / "fraction"), "--resume", *TRAIN])
+    _ok([*command, "--resume", *TRAIN])
     assert len((root / "fraction" / "metrics.jsonl").read_text().splitlines()) == 1  # finished: nothing more to do
     assert (root / "fraction" / "model.safetensors").read_bytes() == before
 

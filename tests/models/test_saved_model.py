@@ -167,7 +167,8 @@ def test_save_weights_round_trip_keeps_tensors_config_and_other_files(tmp_path):
     assert loaded_config == config
     with safe_open(str(tmp_path / "model.safetensors"), framework="pt") as f:
         assert f.metadata() == {"format": "dermlens", "arch": "x"}
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "modality_head.safetensors", "model.safetensors"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "config.json", "modality_head.safetensors", "model.safetensors"]  # no temporary files left
     assert (tmp_path / "modality_head.safetensors").read_bytes() == b"left alone"
 
 
@@ -208,8 +209,11 @@ def test_the_bundled_model_folders_load_through_the_one_format_unchanged():
     from dermlens.segment.segmenter import BUNDLED_SEGMENTER_DIR
 
     for directory in (bundled_model_dir(), BUNDLED_SEGMENTER_DIR):
-        before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in directory.iterdir() if p.is_file()}
+        def digests():
+            return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in directory.iterdir() if p.is_file()}
+
+        before = digests()
         state, config = load_weights(directory)
         assert state and all(isinstance(v, torch.Tensor) for v in state.values()) and isinstance(config, dict)
-        assert before == {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in directory.iterdir() if p.is_file()}
+        assert digests() == before
     assert read_config(bundled_model_dir()).to_dict()["classes"] == load_weights(bundled_model_dir())[1]["classes"]

@@ -22,7 +22,7 @@ from dermlens.segment.losses import LOSSES, soft_cross_entropy
 from dermlens.models.segmentation import create_network
 from dermlens.pet.dataset import load_dataset
 from dermlens.models.saved import CONFIG_FILE, WEIGHTS_FILE, load_weights, save_weights
-from dermlens.train.loop import RunFolder, learning_rate, set_learning_rate
+from dermlens.train.loop import RunFolder, epoch_generator, learning_rate, set_learning_rate
 
 MODEL_FILE = WEIGHTS_FILE
 # Settings a resumed run may change: they do not alter what is learnt.
@@ -63,10 +63,10 @@ def normalise(images: np.ndarray) -> np.ndarray:
     return images / np.maximum(means, 1e-6)[:, None, None]
 
 
-def _augment(x: torch.Tensor, y: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    k = int(rng.integers(4))
+def _augment(x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    k = int(torch.randint(4, (), generator=generator))
     x, y = torch.rot90(x, k, dims=(-2, -1)), torch.rot90(y, k, dims=(-2, -1))
-    if rng.random() < 0.5:
+    if float(torch.rand((), generator=generator)) < 0.5:
         x, y = torch.flip(x, dims=(-1,)), torch.flip(y, dims=(-1,))
     return x, y
 
@@ -88,8 +88,8 @@ def _validation(model, images: np.ndarray, fractions: np.ndarray, method: str, b
 def train_one_epoch(model, loss_fn, optimizer, train_x: np.ndarray, train_y: np.ndarray, lr_at, epoch: int,
                     steps_per_epoch: int, cfg: PETTrainConfig, progress: bool = True) -> dict:
     model.train()
-    rng = np.random.default_rng([cfg.seed, epoch])  # the epoch's order and augmentations, resume or not
-    order = rng.permutation(len(train_x))
+    generator = epoch_generator(cfg.seed, epoch)  # the epoch's order and augmentations, resume or not
+    order = torch.randperm(len(train_x), generator=generator).numpy()
     running = 0.0
     bar = tqdm(range(steps_per_epoch), desc=f"{cfg.method} epoch {epoch + 1}/{cfg.epochs}", unit="batch",
                disable=not progress, leave=False)
@@ -97,7 +97,7 @@ def train_one_epoch(model, loss_fn, optimizer, train_x: np.ndarray, train_y: np.
         index = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
         x, y = torch.from_numpy(train_x[index, None]), torch.from_numpy(train_y[index, None])
         if cfg.augment:
-            x, y = _augment(x, y, rng)
+            x, y = _augment(x, y, generator)
         set_learning_rate(optimizer, lr_at(epoch * steps_per_epoch + step))
         loss = loss_fn(model(x), y)
         optimizer.zero_grad(set_to_none=True)

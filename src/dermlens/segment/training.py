@@ -13,7 +13,6 @@ its resume policy are the classifier's (train/loop.py): a used folder needs ``re
 from __future__ import annotations
 
 import json
-import random
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,7 +29,7 @@ from dermlens.segment.metrics import jaccard, thresholded_jaccard
 from dermlens.models.segmentation import create_network
 from dermlens.segment.pairs import MaskedImage, load_pair
 from dermlens.segment.segmenter import Segmenter, SegmenterConfig, normalise, save_segmenter
-from dermlens.train.loop import RunFolder, learning_rate, set_learning_rate
+from dermlens.train.loop import RunFolder, epoch_generator, learning_rate, set_learning_rate
 
 
 @dataclass
@@ -74,24 +73,28 @@ class AugmentedPairs(torch.utils.data.Dataset):
 
     @staticmethod
     def _geometry(image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # torch's RNG, like ColorJitter and the classifier's transforms (the convention of train/loop.py)
+        def uniform(low: float, high: float) -> float:
+            return low + (high - low) * float(torch.rand(()))
+
         stacked = torch.cat([image, mask])  # one transform for both, so they stay aligned
-        if random.random() < 0.5:
+        if uniform(0, 1) < 0.5:
             stacked = stacked.flip(-1)
-        if random.random() < 0.5:
+        if uniform(0, 1) < 0.5:
             stacked = stacked.flip(-2)
         height, width = stacked.shape[-2:]
-        angle = random.uniform(-45, 45)
-        scale = random.uniform(0.8, 1.25)
-        shift = [int(random.uniform(-0.1, 0.1) * width), int(random.uniform(-0.1, 0.1) * height)]
+        angle = uniform(-45, 45)
+        scale = uniform(0.8, 1.25)
+        shift = [int(uniform(-0.1, 0.1) * width), int(uniform(-0.1, 0.1) * height)]
         stacked = TF.affine(stacked, angle=angle, translate=shift, scale=scale, shear=[0.0, 0.0],
                             interpolation=T.InterpolationMode.BILINEAR, fill=0.0)
         return stacked[:3], stacked[3:]
 
 
-def _loader(dataset, batch_size, shuffle, seed=0):
-    generator = torch.Generator().manual_seed(seed)
-    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
-                                       num_workers=0, drop_last=shuffle)
+def _loader(dataset, batch_size: int, generator: torch.Generator) -> torch.utils.data.DataLoader:
+    # No worker processes: the augmentations draw from this process's torch RNG, which the checkpoint saves.
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=generator,
+                                       num_workers=0, drop_last=True)
 
 
 def evaluate_segmenter(segmenter: Segmenter, pairs: list[MaskedImage], progress: bool = True) -> dict:
@@ -113,8 +116,7 @@ def evaluate_segmenter(segmenter: Segmenter, pairs: list[MaskedImage], progress:
 def train_one_epoch(model, loss_fn, optimizer, data, lr_at, epoch: int, steps_per_epoch: int,
                     cfg: SegmentTrainConfig, seg_config: SegmenterConfig, progress: bool = True) -> dict:
     model.train()
-    random.seed(cfg.seed + epoch)  # the epoch's augmentations do not depend on where a run was resumed
-    loader = _loader(data, cfg.batch_size, shuffle=True, seed=cfg.seed + epoch)
+    loader = _loader(data, cfg.batch_size, epoch_generator(cfg.seed, epoch))
     bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress)
     started, losses = time.time(), []
     for step_in_epoch, (images, targets) in enumerate(loader):
@@ -143,7 +145,6 @@ def train_segmenter(train_pairs: list[MaskedImage], val_pairs: list[MaskedImage]
     """
     out = Path(out)
     run = RunFolder(out, resume=resume, overwrite=overwrite)
-    random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
 
     model = create_network("lite_unet", pretrained=cfg.pretrained).to(memory_format=torch.channels_last)

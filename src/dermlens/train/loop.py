@@ -5,6 +5,10 @@
 * the run folder: ``checkpoint/`` (atomic, every epoch), ``metrics.jsonl`` (one JSON row per epoch) and ONE resume
   policy: a folder that holds a checkpoint is refused unless ``resume`` (continue it, with the same settings) or
   ``overwrite`` (start again) is asked for;
+* one random-number convention: each epoch's order (and any augmentation drawn in the training loop) comes from
+  ``epoch_generator(seed, epoch)``, a ``torch.Generator`` of its own; augmentations drawn inside a Dataset use
+  torch's RNG, which DataLoader workers seed from that generator and the checkpoint saves for a worker-less run.
+  Either way an epoch draws the same numbers whether or not the run was resumed before it;
 * the progress record kept in the checkpoint: epochs done, the best epoch and its score, epochs without
   improvement (early stopping), the log rows.
 
@@ -39,13 +43,18 @@ class RunFolderError(ValueError):
     """A run folder that holds another run: starting over without overwrite, or resuming it with other settings."""
 
 
-# -- schedule ------------------------------------------------------------------------------------------------------
+# -- schedule and randomness -------------------------------------------------------------------------------------
 
 def learning_rate(step: int, total_steps: int, warmup_steps: int, base_lr: float) -> float:
     if step < warmup_steps:
         return base_lr * (step + 1) / warmup_steps
     progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
     return base_lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """The random numbers of one epoch: its own stream, the same in a resumed run as in an uninterrupted one."""
+    return torch.Generator().manual_seed(seed * 1000 + epoch)
 
 
 def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:

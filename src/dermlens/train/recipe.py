@@ -44,7 +44,7 @@ from dermlens.taxonomy.partition import esteva_max_class_size
 from dermlens.train.balance import class_balance
 from dermlens.train.checkpoint import has_checkpoint
 from dermlens.train.distributed import from_environment
-from dermlens.train.loop import RunFolder, RunFolderError, learning_rate, set_learning_rate
+from dermlens.train.loop import RunFolder, RunFolderError, epoch_generator, learning_rate, set_learning_rate
 
 __all__ = ["TrainConfig", "TrainResult", "train", "train_one_epoch", "evaluate", "class_balance", "learning_rate",
            "selection_score", "RunFolderError", "choose_operating_point"]
@@ -195,8 +195,7 @@ def _optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimize
 
 
 def _epoch_loader(train_set, sample_weights, cfg: TrainConfig, epoch: int, loader_args: dict) -> DataLoader:
-    # A generator seeded by epoch: the same batches in a resumed run as in an uninterrupted one.
-    generator = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
+    generator = epoch_generator(cfg.seed, epoch)  # the same batches in a resumed run as in an uninterrupted one
     if sample_weights is not None:
         sampler = WeightedRandomSampler(sample_weights, len(train_set), replacement=True, generator=generator)
         return DataLoader(train_set, sampler=sampler, drop_last=True, **loader_args)
@@ -310,7 +309,8 @@ def train(
         row.update(evaluate(model, val_loader, val_targets, [r.source for r in val_covered], cfg.val_tta))
         row["seconds"] = time.time() - started
         if state.end_epoch(row, score=row["val_balanced_accuracy"]) and world.is_main:
-            config.training.update(best_epoch=epoch + 1, val_balanced_accuracy_training_classes=row["val_balanced_accuracy"])
+            config.training.update(best_epoch=epoch + 1,
+                                   val_balanced_accuracy_training_classes=row["val_balanced_accuracy"])
             save_model(model_dir, model, config)
         state = world.from_main(state)  # rank 0's early-stopping decision binds every rank
         run.save(model, optimizer, state)
