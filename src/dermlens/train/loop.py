@@ -16,12 +16,12 @@ A trainer reads::
 
     run = RunFolder(out, resume=resume, overwrite=overwrite)        # refuses a used folder before any work
     ... build model, optimizer, data ...
-    progress = run.start(model, optimizer, settings=asdict(cfg))    # fresh, or restored from checkpoint/
-    while progress.running(cfg.epochs, patience):
+    state = run.start(model, optimizer, settings=asdict(cfg))       # fresh, or restored from checkpoint/
+    while state.running(cfg.epochs, patience):
         row = train_one_epoch(...) | evaluate(...)
-        if progress.end_epoch(row, score):                          # True when this epoch is the best so far
-            save the model
-        run.save(model, optimizer, progress)                        # the log row, then the checkpoint
+        if state.end_epoch(row, score):                             # True when this epoch is the best so far
+            save the model                                          # models.saved.save_weights underneath
+        run.save(model, optimizer, state)                           # the log row, then the checkpoint
 """
 from __future__ import annotations
 
