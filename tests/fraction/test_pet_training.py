@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from dermlens.cli import app
@@ -62,28 +64,62 @@ def test_models_are_safetensors_with_their_method(study):
         assert (root / method / "model.safetensors").is_file()
         model, config = load_pet_model(root / method)
         assert config["method"] == method and config["n_train"] + config["n_val"] == 24
-        assert len((root / method / "log.jsonl").read_text().splitlines()) == 1
+        assert len((root / method / "metrics.jsonl").read_text().splitlines()) == 1
     with pytest.raises(FileNotFoundError, match="no trained PET model"):
         load_pet_model(root / "train")
 
 
-def test_training_refuses_to_overwrite_and_resumes(study):
+def test_training_refuses_a_used_folder_and_a_resume_with_other_settings(study):
     root, _ = study
-    result = runner.invoke(app, ["pet", "train", "--data", str(root / "train"), "--out", str(root / "fraction"), *TRAIN])
-    assert result.exit_code == 2 and "--resume" in result.output  # one line, no traceback
     before = (root / "fraction" / "model.safetensors").read_bytes()
-    _ok(["pet", "train", "--data", str(root / "train"), "--out", str(root / "fraction"), "--resume",
-         *[a if a != "1" else "2" for a in TRAIN]])
-    log = [json.loads(line) for line in (root / "fraction" / "log.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in log] == [1, 2]
-    assert (root / "fraction" / "model.safetensors").read_bytes() != before
+    command = ["pet", "train", "--data", str(root / "train"), "--out", str(root / "fraction")]
+    result = runner.invoke(app, [*command, *TRAIN])
+    assert result.exit_code == 2 and "--resume" in result.output and "--overwrite" in result.output
+    assert str(root / "fraction") in result.output and "Traceback" not in result.output
+    longer = [a if a != "1" else "2" for a in TRAIN]  # another schedule: the cosine would jump back up
+    result = runner.invoke(app, [*command, "--resume", *longer])
+    assert result.exit_code == 2 and "--epochs 1 -> 2" in result.output
+    _ok([*command, "--resume", *TRAIN])
+    assert len((root / "fraction" / "metrics.jsonl").read_text().splitlines()) == 1  # finished: nothing more to do
+    assert (root / "fraction" / "model.safetensors").read_bytes() == before
+
+
+def test_a_killed_run_resumes_to_the_uninterrupted_result_and_overwrite_starts_again(study, tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    from dermlens.train import loop
+
+    root, _ = study
+    cfg = PETTrainConfig(epochs=2, max_steps_per_epoch=2, batch_size=8, base_channels=8)
+    train_pet(root / "train", tmp_path / "straight", cfg, progress=False)
+    real_save = loop.save_checkpoint
+
+    def save_then_die(*args, **kwargs):  # a kill right after epoch 1's checkpoint
+        real_save(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train_pet(root / "train", tmp_path / "killed", cfg, progress=False)
+    monkeypatch.setattr(loop, "save_checkpoint", real_save)
+    assert not (tmp_path / "killed" / "model.safetensors").exists()  # a model file means a finished run
+    train_pet(root / "train", tmp_path / "killed", cfg, resume=True, progress=False)
+    straight, resumed = load_file(str(tmp_path / "straight" / "model.safetensors")), \
+        load_file(str(tmp_path / "killed" / "model.safetensors"))
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+    rows = [json.loads(line) for line in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+
+    train_pet(root / "train", tmp_path / "killed", replace(cfg, epochs=1), overwrite=True, progress=False)
+    assert len((tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()) == 1
+    assert load_pet_model(tmp_path / "killed")[1]["train"]["epochs"] == 1
 
 
 def test_training_learns_to_find_the_tumour(study, tmp_path):
     root, _ = study
     cfg = PETTrainConfig(epochs=4, max_steps_per_epoch=3, batch_size=8, lr=1e-2, base_channels=8, val_fraction=0)
     train_pet(root / "train", tmp_path / "run", cfg, progress=False)
-    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    log = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert log[-1]["train_loss"] < log[0]["train_loss"]
     # After a dozen steps it already tells tumour from background (the output starts at the prior everywhere).
     data = load_dataset(root / "train")

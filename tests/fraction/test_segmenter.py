@@ -1,6 +1,7 @@
 """The dermoscopy segmenter: networks, save/load, a tiny training run with resume, and the CLI."""
 import csv
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from dermlens.models.segmentation import LiteUNet, SmallUNet, create_network
 from dermlens.segment.pairs import load_pairs
 from dermlens.segment.segmenter import Segmenter, SegmenterConfig, load_segmenter, save_segmenter
 from dermlens.segment.training import SegmentTrainConfig, train_segmenter
+from dermlens.train.loop import RunFolderError
 
 TINY = SegmentTrainConfig(input_size=(64, 48), epochs=2, batch_size=8, lr=3e-3, max_steps_per_epoch=3, warmup_epochs=0.0)
 
@@ -84,29 +86,41 @@ def test_training_learns_the_lesions(lesion_masks_dataset, tmp_path):
 
 
 def test_resume_equals_uninterrupted(lesion_masks_dataset, tmp_path, tiny_segmenter_run, monkeypatch):
-    import dermlens.segment.training as training
+    from safetensors.torch import load_file
+
+    from dermlens.train import loop
 
     train, val = load_pairs(lesion_masks_dataset, "train"), load_pairs(lesion_masks_dataset, "val")
-    real_save = training.save_checkpoint
+    real_save = loop.save_checkpoint
 
     def save_then_die(*args, **kwargs):  # a kill right after epoch 1's checkpoint
         real_save(*args, **kwargs)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(training, "save_checkpoint", save_then_die)
+    monkeypatch.setattr(loop, "save_checkpoint", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         train_segmenter(train, val, tmp_path, TINY, progress=False)
-    monkeypatch.setattr(training, "save_checkpoint", real_save)
-    with pytest.raises(FileExistsError, match="--resume"):
+    monkeypatch.setattr(loop, "save_checkpoint", real_save)
+    with pytest.raises(RunFolderError, match="holds a training run already: add --resume .* or --overwrite"):
         train_segmenter(train, val, tmp_path, TINY, progress=False)
+    with pytest.raises(RunFolderError, match="--lr 0.003 -> 0.001"):  # a resume keeps the run's settings
+        train_segmenter(train, val, tmp_path, replace(TINY, lr=1e-3), resume=True, progress=False)
     train_segmenter(train, val, tmp_path, TINY, resume=True, progress=False)
-    from safetensors.torch import load_file
-
+    assert [json.loads(line)["epoch"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1, 2]
     a = load_file(str(tmp_path / "checkpoint" / "checkpoint.safetensors"))
     b = load_file(str(tiny_segmenter_run / "checkpoint" / "checkpoint.safetensors"))
     for key in a:
         if key.startswith("model."):
             assert torch.allclose(a[key], b[key], atol=1e-6), key
+
+
+def test_overwrite_starts_a_used_folder_again(lesion_masks_dataset, tmp_path):
+    train, val = load_pairs(lesion_masks_dataset, "train"), load_pairs(lesion_masks_dataset, "val")
+    one_epoch = replace(TINY, epochs=1, max_steps_per_epoch=1)
+    train_segmenter(train, val, tmp_path, one_epoch, progress=False)
+    train_segmenter(train, val, tmp_path, replace(one_epoch, lr=1e-3), progress=False, overwrite=True)
+    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 1
+    assert load_segmenter(tmp_path / "model")[1].training["recipe"]["lr"] == 1e-3
 
 
 def test_segmenter_outputs_fractions_at_the_photo_size(tiny_segmenter_run):

@@ -147,3 +147,73 @@ def test_trained_run_folder_holds_only_json_and_safetensors(synthetic_parts, tmp
         if path.suffix == ".safetensors":
             with safe_open(str(path), framework="pt") as f:
                 assert len(f.keys()) > 0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The one format under every model kind: save_weights / load_weights
+# ---------------------------------------------------------------------------------------------------------------
+
+def test_save_weights_round_trip_keeps_tensors_config_and_other_files(tmp_path):
+    from dermlens.models.saved import load_weights, save_weights
+
+    state = {"conv.weight": torch.randn(4, 3, 3, 3).to(memory_format=torch.channels_last),
+             "head.bias": torch.arange(5, dtype=torch.float64), "bn.num_batches_tracked": torch.tensor(7)}
+    config = {"network": "x", "input_size": [64, 48], "training": {"history": [{"epoch": 1, "loss": 0.5}]}}
+    (tmp_path / "modality_head.safetensors").write_bytes(b"left alone")
+    save_weights(tmp_path, state, config, metadata={"arch": "x"})
+    loaded, loaded_config = load_weights(tmp_path)
+    assert loaded.keys() == state.keys()
+    assert all(torch.equal(loaded[k], state[k]) and loaded[k].dtype == state[k].dtype for k in state)
+    assert loaded_config == config
+    with safe_open(str(tmp_path / "model.safetensors"), framework="pt") as f:
+        assert f.metadata() == {"format": "dermlens", "arch": "x"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "config.json", "modality_head.safetensors", "model.safetensors"]  # no temporary files left
+    assert (tmp_path / "modality_head.safetensors").read_bytes() == b"left alone"
+
+
+def test_a_write_that_dies_leaves_the_previous_model_whole(tmp_path, monkeypatch):
+    from dermlens.models import saved
+
+    saved.save_weights(tmp_path, {"w": torch.ones(3)}, {"version": 1})
+
+    def dies(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(saved, "save_file", dies)
+    with pytest.raises(KeyboardInterrupt):
+        saved.save_weights(tmp_path, {"w": torch.zeros(3)}, {"version": 2})
+    state, config = saved.load_weights(tmp_path)
+    assert torch.equal(state["w"], torch.ones(3)) and config == {"version": 1}
+
+
+def test_load_weights_names_what_is_missing_or_broken(tmp_path):
+    from dermlens.models.saved import load_weights
+
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        load_weights(tmp_path)
+    (tmp_path / "config.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match=r"config.json: not a valid dermlens model config \(a JSON object"):
+        load_weights(tmp_path)
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(FileNotFoundError, match="model.safetensors: weights file missing"):
+        load_weights(tmp_path)
+
+
+def test_the_bundled_model_folders_load_through_the_one_format_unchanged():
+    """Folders written before save_weights existed (the shipped classifier and segmenter) read as they are."""
+    import hashlib
+
+    from dermlens.models.saved import load_weights
+    from dermlens.predict import bundled_model_dir
+    from dermlens.segment.segmenter import BUNDLED_SEGMENTER_DIR
+
+    for directory in (bundled_model_dir(), BUNDLED_SEGMENTER_DIR):
+        def digests():
+            return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in directory.iterdir() if p.is_file()}
+
+        before = digests()
+        state, config = load_weights(directory)
+        assert state and all(isinstance(v, torch.Tensor) for v in state.values()) and isinstance(config, dict)
+        assert digests() == before
+    assert read_config(bundled_model_dir()).to_dict()["classes"] == load_weights(bundled_model_dir())[1]["classes"]

@@ -14,9 +14,11 @@ import torch
 from dermlens.evaluate import sensitivity_specificity
 from dermlens.models import read_config
 from dermlens.taxonomy import ClassAssignment, TrainingClass, default_taxonomy
-from dermlens.train import recipe
+from dermlens.train import loop, recipe
+from dermlens.train.balance import class_balance
 from dermlens.train.checkpoint import TENSORS_FILE
-from dermlens.train.recipe import TrainConfig, choose_operating_point, class_balance, learning_rate, train
+from dermlens.train.loop import learning_rate
+from dermlens.train.recipe import TrainConfig, choose_operating_point, train
 
 FAST = TrainConfig(image_size=32, epochs=2, batch_size=8, max_steps_per_epoch=1, num_workers=0, max_class_size=1)
 
@@ -128,13 +130,13 @@ def test_training_follows_the_schedule(tmp_path, synthetic_parts):
 
 def test_early_stopping_after_patience_epochs_without_improvement(tmp_path, synthetic_parts, monkeypatch):
     saved_epochs = []
-    real_save = recipe.save_checkpoint
+    real_save = loop.save_checkpoint
 
     def save_checkpoint(directory, model, optimizer, progress):
         saved_epochs.append(progress["epoch"])
         real_save(directory, model, optimizer, progress)
 
-    monkeypatch.setattr(recipe, "save_checkpoint", save_checkpoint)
+    monkeypatch.setattr(loop, "save_checkpoint", save_checkpoint)
     # A validation score that never moves: the first epoch is the best and every later one is a bad one.
     monkeypatch.setattr(recipe, "selection_score", lambda *args: 0.5)
     cfg = replace(FAST, epochs=10, patience=2)

@@ -14,7 +14,7 @@ import pytest
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from dermlens.train import recipe
+from dermlens.train import loop
 from dermlens.train.checkpoint import TENSORS_FILE
 from dermlens.train.recipe import TrainConfig, train
 
@@ -28,7 +28,7 @@ class Killed(Exception):
 
 def kill_at(monkeypatch, epoch: int, before_checkpoint: bool = False):
     """Make the run die right after (or right before) writing the checkpoint of ``epoch``."""
-    real_save = recipe.save_checkpoint
+    real_save = loop.save_checkpoint
 
     def save(directory, model, optimizer, progress):
         if before_checkpoint and progress["epoch"] == epoch:
@@ -37,7 +37,7 @@ def kill_at(monkeypatch, epoch: int, before_checkpoint: bool = False):
         if progress["epoch"] == epoch:
             raise Killed
 
-    monkeypatch.setattr(recipe, "save_checkpoint", save)
+    monkeypatch.setattr(loop, "save_checkpoint", save)
 
 
 def model_tensors(run: Path) -> dict:
@@ -119,7 +119,7 @@ def test_resume_of_a_finished_run_trains_nothing_more(tmp_path, synthetic_parts)
 
 def dermlens_train(data: Path, out: Path, *extra: str) -> list[str]:
     return [
-        sys.executable, "-m", "dermlens.cli", "train", "--data", str(data), "--out", str(out), "--epochs", "2",
+        sys.executable, "-m", "dermlens", "train", "--data", str(data), "--out", str(out), "--epochs", "2",
         "--image-size", "32", "--batch-size", "16", "--max-class-size", "1", "--workers", "0", *extra,
     ]
 

@@ -1,10 +1,13 @@
-"""A trained classifier on disk: ``model.safetensors`` (weights) + ``config.json`` (everything else).
+"""A trained model on disk: ``model.safetensors`` (weights) + ``config.json`` (everything else).
 
+``save_weights`` / ``load_weights`` are the one format for every model kind (the classifier here, the lesion
+segmenter, the PET U-Net); ``save_model`` / ``load_model`` add the classifier's config and taxonomy check on top.
 No pickle anywhere: a model file from a stranger can at worst hold wrong numbers, never run code.
 """
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -63,22 +66,61 @@ class ModelConfig:
         return cls(**d)
 
 
-def save_model(directory: str | Path, model: torch.nn.Module, config: ModelConfig) -> Path:
+# -- the one on-disk format ---------------------------------------------------------------------------------------
+
+def save_weights(directory: str | Path, state_dict: dict[str, torch.Tensor], config: dict,
+                 metadata: dict[str, str] | None = None) -> Path:
+    """Write ``model.safetensors`` and ``config.json`` into ``directory`` (other files there are left alone).
+
+    Each file goes to a temporary name and is renamed into place, weights first and config last: a kill leaves
+    every file whole, and a folder whose config is there has its weights too.
+    """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    save_file(state, str(directory / WEIGHTS_FILE), metadata={"format": "dermlens", "arch": config.arch})
-    (directory / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
+    weights_tmp, config_tmp = directory / (WEIGHTS_FILE + ".tmp"), directory / (CONFIG_FILE + ".tmp")
+    save_file(tensors, str(weights_tmp), metadata={"format": "dermlens", **(metadata or {})})
+    config_tmp.write_text(json.dumps(config, indent=2) + "\n")
+    os.replace(weights_tmp, directory / WEIGHTS_FILE)
+    os.replace(config_tmp, directory / CONFIG_FILE)
     return directory
 
 
-def read_config(directory: str | Path) -> ModelConfig:
+def read_config_dict(directory: str | Path) -> dict:
+    """``config.json`` of a model folder, without touching the weights."""
     path = Path(directory) / CONFIG_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no model config (a model folder holds {CONFIG_FILE} and {WEIGHTS_FILE})")
     try:
-        return ModelConfig.from_dict(json.loads(path.read_text()))
-    except (KeyError, TypeError, json.JSONDecodeError) as e:
+        config = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not a valid dermlens model config ({e})") from e
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: not a valid dermlens model config (a JSON object is expected)")
+    return config
+
+
+def load_weights(directory: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """(state dict, config dict) of a model folder written by ``save_weights`` (or by earlier dermlens versions,
+    which wrote the same two files)."""
+    config = read_config_dict(directory)
+    weights = Path(directory) / WEIGHTS_FILE
+    if not weights.is_file():
+        raise FileNotFoundError(f"{weights}: weights file missing")
+    return load_file(str(weights)), config
+
+
+# -- the classifier ----------------------------------------------------------------------------------------------
+
+def save_model(directory: str | Path, model: torch.nn.Module, config: ModelConfig) -> Path:
+    return save_weights(directory, model.state_dict(), config.to_dict(), metadata={"arch": config.arch})
+
+
+def read_config(directory: str | Path) -> ModelConfig:
+    path = Path(directory) / CONFIG_FILE
+    try:
+        return ModelConfig.from_dict(read_config_dict(directory))
+    except (KeyError, TypeError) as e:
         raise ValueError(f"{path}: not a valid dermlens model config ({e})") from e
 
 
@@ -99,9 +141,7 @@ def load_model(directory: str | Path, taxonomy: Taxonomy | None = None) -> tuple
     config = read_config(directory)
     check_taxonomy(config, taxonomy or default_taxonomy(), str(directory))
     model, _ = create_backbone(config.arch, num_classes=len(config.classes), pretrained=False)
-    weights = directory / WEIGHTS_FILE
-    if not weights.is_file():
-        raise FileNotFoundError(f"{weights}: weights file missing")
-    model.load_state_dict(load_file(str(weights)))
+    state_dict, _ = load_weights(directory)
+    model.load_state_dict(state_dict)
     model.eval()
     return model, config

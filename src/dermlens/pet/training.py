@@ -2,12 +2,13 @@
 fractions (``method="fraction"``, the estimator of Liu, Jha et al. 2021), or with the ordinary cross-entropy on
 the fractions binarised at 0.5 (``method="binary"``, the binary U-Net baseline; same network, same schedule).
 
-A run folder holds the model (``model.safetensors`` + ``config.json``), ``checkpoint/`` (model, optimizer and RNG
-after every epoch; ``resume=True`` continues from it) and ``log.jsonl`` (one line per epoch).
+A run folder holds the model (``model.safetensors`` + ``config.json``, written when the last epoch is done: the
+schedule has a fixed length, and a model file means a finished run), ``checkpoint/`` (model, optimizer and RNG after
+every epoch) and ``metrics.jsonl`` (one line per epoch). The run folder and its resume policy are the classifier's
+(train/loop.py): a used folder needs ``resume`` (continue, same settings) or ``overwrite`` (start again).
 """
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import asdict, dataclass, fields
@@ -15,16 +16,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from dermlens.segment.losses import LOSSES, soft_cross_entropy
 from dermlens.models.segmentation import create_network
 from dermlens.pet.dataset import load_dataset
-from dermlens.train.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
-from dermlens.train.recipe import learning_rate
+from dermlens.models.saved import CONFIG_FILE, WEIGHTS_FILE, load_weights, save_weights
+from dermlens.train.loop import RunFolder, epoch_generator, learning_rate, set_learning_rate
 
-MODEL_FILE, CONFIG_FILE, LOG_FILE, CHECKPOINT_DIR = "model.safetensors", "config.json", "log.jsonl", "checkpoint"
+MODEL_FILE = WEIGHTS_FILE
+# Settings a resumed run may change: they do not alter what is learnt.
+RESUMABLE_CHANGES = ("threads",)
 NETWORK = "small_unet"
 
 
@@ -61,10 +63,10 @@ def normalise(images: np.ndarray) -> np.ndarray:
     return images / np.maximum(means, 1e-6)[:, None, None]
 
 
-def _augment(x: torch.Tensor, y: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    k = int(rng.integers(4))
+def _augment(x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    k = int(torch.randint(4, (), generator=generator))
     x, y = torch.rot90(x, k, dims=(-2, -1)), torch.rot90(y, k, dims=(-2, -1))
-    if rng.random() < 0.5:
+    if float(torch.rand((), generator=generator)) < 0.5:
         x, y = torch.flip(x, dims=(-1,)), torch.flip(y, dims=(-1,))
     return x, y
 
@@ -83,15 +85,35 @@ def _validation(model, images: np.ndarray, fractions: np.ndarray, method: str, b
     return {k: v / max(1, len(images)) for k, v in totals.items()}
 
 
+def train_one_epoch(model, loss_fn, optimizer, train_x: np.ndarray, train_y: np.ndarray, lr_at, epoch: int,
+                    steps_per_epoch: int, cfg: PETTrainConfig, progress: bool = True) -> dict:
+    model.train()
+    generator = epoch_generator(cfg.seed, epoch)  # the epoch's order and augmentations, resume or not
+    order = torch.randperm(len(train_x), generator=generator).numpy()
+    running = 0.0
+    bar = tqdm(range(steps_per_epoch), desc=f"{cfg.method} epoch {epoch + 1}/{cfg.epochs}", unit="batch",
+               disable=not progress, leave=False)
+    for step in bar:
+        index = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
+        x, y = torch.from_numpy(train_x[index, None]), torch.from_numpy(train_y[index, None])
+        if cfg.augment:
+            x, y = _augment(x, y, generator)
+        set_learning_rate(optimizer, lr_at(epoch * steps_per_epoch + step))
+        loss = loss_fn(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        running += loss.item()
+        bar.set_postfix(loss=f"{running / (step + 1):.4f}")
+    return {"train_loss": running / steps_per_epoch}
+
+
 def train_pet(data_dir: str | Path, out_dir: str | Path, cfg: PETTrainConfig | None = None, resume: bool = False,
-              progress: bool = True) -> Path:
+              progress: bool = True, *, overwrite: bool = False) -> Path:
     """Train on a simulated dataset; returns the run folder (which is also the model folder)."""
     cfg = cfg or PETTrainConfig()
     out_dir = Path(out_dir)
-    checkpoint_dir = out_dir / CHECKPOINT_DIR
-    if has_checkpoint(checkpoint_dir) and not resume:
-        raise FileExistsError(f"{out_dir} already holds a training checkpoint; pass resume=True (--resume) to "
-                              "continue it, or choose another folder")
+    run = RunFolder(out_dir, resume=resume, overwrite=overwrite)
     data = load_dataset(data_dir)
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -113,58 +135,36 @@ def train_pet(data_dir: str | Path, out_dir: str | Path, cfg: PETTrainConfig | N
     steps_per_epoch = math.ceil(n_train / cfg.batch_size)
     if cfg.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
-    total_steps = steps_per_epoch * cfg.epochs
-    warmup = max(1, steps_per_epoch // 10)
-    history: list[dict] = []
-    start_epoch = 0
-    if resume and has_checkpoint(checkpoint_dir):
-        saved = load_checkpoint(checkpoint_dir, model, optimizer)
-        start_epoch, history = saved["epoch"], saved["history"]
-    out_dir.mkdir(parents=True, exist_ok=True)
+    total_steps, warmup_steps = steps_per_epoch * cfg.epochs, max(1, steps_per_epoch // 10)
+
+    def lr_at(step: int) -> float:
+        return learning_rate(step, total_steps, warmup_steps, cfg.lr)
+
+    state = run.start(model, optimizer, asdict(cfg), may_change=RESUMABLE_CHANGES,
+                      data={"n_train": n_train})
     loss_fn = LOSSES[cfg.method]
-    model.train()
-    for epoch in range(start_epoch, cfg.epochs):
-        rng = np.random.default_rng([cfg.seed, epoch])  # the epoch's order and augmentations, resume or not
-        order = rng.permutation(n_train)
-        started, running = time.perf_counter(), 0.0
-        bar = tqdm(range(steps_per_epoch), desc=f"{cfg.method} epoch {epoch + 1}/{cfg.epochs}", unit="batch",
-                   disable=not progress, leave=False)
-        for step in bar:
-            index = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
-            x, y = torch.from_numpy(train_x[index, None]), torch.from_numpy(train_y[index, None])
-            if cfg.augment:
-                x, y = _augment(x, y, rng)
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate(epoch * steps_per_epoch + step, total_steps, warmup, cfg.lr)
-            loss = loss_fn(model(x), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            running += loss.item()
-            bar.set_postfix(loss=f"{running / (step + 1):.4f}")
-        record = {"epoch": epoch + 1, "train_loss": running / steps_per_epoch,
-                  "seconds": round(time.perf_counter() - started, 1)}
+    while state.running(cfg.epochs):
+        epoch, started = state.epoch, time.perf_counter()
+        row = {"epoch": epoch + 1, **train_one_epoch(model, loss_fn, optimizer, train_x, train_y, lr_at, epoch,
+                                                      steps_per_epoch, cfg, progress)}
+        row["seconds"] = round(time.perf_counter() - started, 1)
         if len(val_x):
-            record.update({f"val_{k}": v for k, v in _validation(model, val_x, val_y, cfg.method).items()})
-        history.append(record)
-        with open(out_dir / LOG_FILE, "a") as log:
-            log.write(json.dumps(record) + "\n")
+            row.update({f"val_{k}": v for k, v in _validation(model, val_x, val_y, cfg.method).items()})
         if progress:
             tqdm.write(f"{cfg.method} epoch {epoch + 1}/{cfg.epochs}: " +
-                       ", ".join(f"{k} {v:.4f}" for k, v in record.items() if isinstance(v, float)))
-        save_checkpoint(checkpoint_dir, model, optimizer, {"epoch": epoch + 1, "history": history})
+                       ", ".join(f"{k} {v:.4f}" for k, v in row.items() if isinstance(v, float)))
+        state.end_epoch(row)  # no selection: the schedule runs its length and the last epoch is the model
+        run.save(model, optimizer, state)
     save_pet_model(out_dir, model, cfg, {"data": str(data_dir), "n_train": n_train, "n_val": n_val,
-                                         "simulator": data.config.to_dict(), "history": history})
+                                         "simulator": data.config.to_dict(), "history": state.history})
     return out_dir
 
 
 def save_pet_model(directory: Path, model: torch.nn.Module, cfg: PETTrainConfig, extra: dict) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(directory / MODEL_FILE))
     config = {"network": NETWORK, "network_kwargs": {"in_channels": 1, "base_channels": cfg.base_channels,
                                                      "depth": cfg.depth},
               "method": cfg.method, "input": "image divided by its mean", "train": asdict(cfg), **extra}
-    (directory / CONFIG_FILE).write_text(json.dumps(config, indent=1) + "\n")
+    save_weights(directory, model.state_dict(), config)
 
 
 def load_pet_model(directory: str | Path) -> tuple[torch.nn.Module, dict]:
@@ -173,11 +173,11 @@ def load_pet_model(directory: str | Path) -> tuple[torch.nn.Module, dict]:
     if not (directory / MODEL_FILE).is_file() or not (directory / CONFIG_FILE).is_file():
         raise FileNotFoundError(f"{directory}: no trained PET model ({MODEL_FILE} + {CONFIG_FILE}); train one with "
                                 "`dermlens pet train`")
-    config = json.loads((directory / CONFIG_FILE).read_text())
+    state_dict, config = load_weights(directory)
     if config.get("network") != NETWORK:
         raise ValueError(f"{directory}: network {config.get('network')!r} is not a PET model ({NETWORK})")
     model = create_network(NETWORK, **config["network_kwargs"])
-    model.load_state_dict(load_file(str(directory / MODEL_FILE)))
+    model.load_state_dict(state_dict)
     return model.eval(), config
 
 

@@ -5,20 +5,18 @@
 """
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 
 from dermlens.data.io import load_image
+from dermlens.models.saved import CONFIG_FILE, load_weights, save_weights
 from dermlens.models.segmentation import create_network
 
 BUNDLED_SEGMENTER_DIR = Path(__file__).resolve().parent.parent / "weights" / "segmenter"
-CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
 
 
 @dataclass
@@ -47,11 +45,7 @@ def normalise(images: torch.Tensor, config: SegmenterConfig) -> torch.Tensor:
 
 
 def save_segmenter(directory: str | Path, model: torch.nn.Module, config: SegmenterConfig) -> Path:
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(directory / WEIGHTS_FILE))
-    (directory / CONFIG_FILE).write_text(json.dumps(asdict(config), indent=2) + "\n")
-    return directory
+    return save_weights(directory, model.state_dict(), asdict(config))
 
 
 def load_segmenter(directory: str | Path | None = None) -> tuple[torch.nn.Module, SegmenterConfig]:
@@ -64,9 +58,10 @@ def load_segmenter(directory: str | Path | None = None) -> tuple[torch.nn.Module
             if directory == BUNDLED_SEGMENTER_DIR else "not a dermlens segmenter folder"
         )
         raise FileNotFoundError(f"{directory / CONFIG_FILE}: missing ({hint})")
-    config = SegmenterConfig.from_dict(json.loads((directory / CONFIG_FILE).read_text()))
+    state_dict, config_dict = load_weights(directory)
+    config = SegmenterConfig.from_dict(config_dict)
     model = create_network(config.network, **({"pretrained": False} if config.network == "lite_unet" else {}))
-    model.load_state_dict(load_file(str(directory / WEIGHTS_FILE)))
+    model.load_state_dict(state_dict)
     return model.eval(), config
 
 

@@ -6,14 +6,13 @@ and shift (bilinear, so the mask's edges become fractional as the image's do), t
 Target: the area fraction of the augmented mask on the model grid (``targets``), not a binarised mask.
 Loss: soft-label cross-entropy (``losses.soft_cross_entropy``): its minimiser is the posterior-mean fraction.
 Optimiser: AdamW, warm-up then cosine (the classifier recipe's schedule), the encoder at a tenth of the rate
-because its ImageNet features are worth keeping. Every epoch: validation Jaccard at the photos' own size, an atomic
-checkpoint (``--resume`` continues from it), the best model saved by thresholded Jaccard.
+because its ImageNet features are worth keeping. Every epoch: validation Jaccard at the photos' own size, a row in
+``metrics.jsonl``, an atomic checkpoint, the best model (by thresholded Jaccard) in ``model/``. The run folder and
+its resume policy are the classifier's (train/loop.py): a used folder needs ``resume`` or ``overwrite``.
 """
 from __future__ import annotations
 
 import json
-import math
-import random
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,8 +29,7 @@ from dermlens.segment.metrics import jaccard, thresholded_jaccard
 from dermlens.models.segmentation import create_network
 from dermlens.segment.pairs import MaskedImage, load_pair
 from dermlens.segment.segmenter import Segmenter, SegmenterConfig, normalise, save_segmenter
-from dermlens.train.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
-from dermlens.train.recipe import learning_rate
+from dermlens.train.loop import RunFolder, epoch_generator, learning_rate, set_learning_rate
 
 
 @dataclass
@@ -75,24 +73,28 @@ class AugmentedPairs(torch.utils.data.Dataset):
 
     @staticmethod
     def _geometry(image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # torch's RNG, like ColorJitter and the classifier's transforms (the convention of train/loop.py)
+        def uniform(low: float, high: float) -> float:
+            return low + (high - low) * float(torch.rand(()))
+
         stacked = torch.cat([image, mask])  # one transform for both, so they stay aligned
-        if random.random() < 0.5:
+        if uniform(0, 1) < 0.5:
             stacked = stacked.flip(-1)
-        if random.random() < 0.5:
+        if uniform(0, 1) < 0.5:
             stacked = stacked.flip(-2)
         height, width = stacked.shape[-2:]
-        angle = random.uniform(-45, 45)
-        scale = random.uniform(0.8, 1.25)
-        shift = [int(random.uniform(-0.1, 0.1) * width), int(random.uniform(-0.1, 0.1) * height)]
+        angle = uniform(-45, 45)
+        scale = uniform(0.8, 1.25)
+        shift = [int(uniform(-0.1, 0.1) * width), int(uniform(-0.1, 0.1) * height)]
         stacked = TF.affine(stacked, angle=angle, translate=shift, scale=scale, shear=[0.0, 0.0],
                             interpolation=T.InterpolationMode.BILINEAR, fill=0.0)
         return stacked[:3], stacked[3:]
 
 
-def _loader(dataset, batch_size, shuffle, seed=0):
-    generator = torch.Generator().manual_seed(seed)
-    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
-                                       num_workers=0, drop_last=shuffle)
+def _loader(dataset, batch_size: int, generator: torch.Generator) -> torch.utils.data.DataLoader:
+    # No worker processes: the augmentations draw from this process's torch RNG, which the checkpoint saves.
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=generator,
+                                       num_workers=0, drop_last=True)
 
 
 def evaluate_segmenter(segmenter: Segmenter, pairs: list[MaskedImage], progress: bool = True) -> dict:
@@ -111,13 +113,38 @@ def evaluate_segmenter(segmenter: Segmenter, pairs: list[MaskedImage], progress:
     }
 
 
+def train_one_epoch(model, loss_fn, optimizer, data, lr_at, epoch: int, steps_per_epoch: int,
+                    cfg: SegmentTrainConfig, seg_config: SegmenterConfig, progress: bool = True) -> dict:
+    model.train()
+    loader = _loader(data, cfg.batch_size, epoch_generator(cfg.seed, epoch))
+    bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress)
+    started, losses = time.time(), []
+    for step_in_epoch, (images, targets) in enumerate(loader):
+        if step_in_epoch >= steps_per_epoch:
+            break
+        set_learning_rate(optimizer, lr_at(epoch * steps_per_epoch + step_in_epoch))
+        logits = model(normalise(images, seg_config).contiguous(memory_format=torch.channels_last))
+        loss = loss_fn(logits, targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        bar.update()
+        bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+    bar.close()
+    return {"train_loss": float(np.mean(losses)),
+            "images_per_second": round(steps_per_epoch * cfg.batch_size / (time.time() - started), 1)}
+
+
 def train_segmenter(train_pairs: list[MaskedImage], val_pairs: list[MaskedImage], out: str | Path,
                     cfg: SegmentTrainConfig = SegmentTrainConfig(), resume: bool = False, progress: bool = True,
-                    provenance: dict | None = None) -> Path:
-    """Train, checkpoint every epoch, keep the best epoch's model in ``out/model``; returns that folder."""
+                    provenance: dict | None = None, *, overwrite: bool = False) -> Path:
+    """Train, checkpoint every epoch, keep the best epoch's model in ``out/model``; returns that folder.
+
+    A folder that holds a checkpoint needs ``resume`` (continue it, same settings) or ``overwrite`` (start again).
+    """
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    random.seed(cfg.seed)
+    run = RunFolder(out, resume=resume, overwrite=overwrite)
     torch.manual_seed(cfg.seed)
 
     model = create_network("lite_unet", pretrained=cfg.pretrained).to(memory_format=torch.channels_last)
@@ -137,52 +164,24 @@ def train_segmenter(train_pairs: list[MaskedImage], val_pairs: list[MaskedImage]
         raise ValueError(f"{len(train_data)} training pairs: fewer than one batch of {cfg.batch_size}")
     total_steps, warmup_steps = cfg.epochs * steps_per_epoch, int(cfg.warmup_epochs * steps_per_epoch)
 
-    state = {"epoch": 0, "best_score": -math.inf, "best_epoch": None}
-    checkpoint_dir = out / "checkpoint"
-    if resume and has_checkpoint(checkpoint_dir):
-        state = load_checkpoint(checkpoint_dir, model, optimizer)
-        random.seed(cfg.seed + state["epoch"])
-    elif not resume and has_checkpoint(checkpoint_dir):
-        raise FileExistsError(f"{checkpoint_dir}: a checkpoint exists; pass --resume to continue, or use a new --out")
+    def lr_at(step: int) -> float:
+        return learning_rate(step, total_steps, warmup_steps, cfg.lr)
+
+    state = run.start(model, optimizer, asdict(cfg))
     (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
-
-    for epoch in range(state["epoch"], cfg.epochs):
-        random.seed(cfg.seed + epoch)  # augmentations of an epoch do not depend on where a run was resumed
-        model.train()
-        loader = _loader(train_data, cfg.batch_size, shuffle=True, seed=cfg.seed + epoch)
-        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress)
-        started, losses = time.time(), []
-        for step_in_epoch, (images, targets) in enumerate(loader):
-            if step_in_epoch >= steps_per_epoch:
-                break
-            step = epoch * steps_per_epoch + step_in_epoch
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate(step, total_steps, warmup_steps, cfg.lr) * group["lr_scale"]
-            logits = model(normalise(images, seg_config).contiguous(memory_format=torch.channels_last))
-            loss = loss_fn(logits, targets)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.item())
-            bar.update()
-            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
-        bar.close()
-
+    while state.running(cfg.epochs):
+        epoch, started = state.epoch, time.time()
+        row = {"epoch": epoch + 1, **train_one_epoch(model, loss_fn, optimizer, train_data, lr_at, epoch,
+                                                      steps_per_epoch, cfg, seg_config, progress)}
         model.eval()
         scores = evaluate_segmenter(Segmenter.from_model(model, seg_config, tta=False), val_pairs, progress=progress)
         summary = {k: v for k, v in scores.items() if k != "per_image"}
-        record = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "seconds": round(time.time() - started, 1),
-                  "images_per_second": round(steps_per_epoch * cfg.batch_size / (time.time() - started), 1), **{f"val_{k}": v for k, v in summary.items()}}
-        with open(out / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
+        row.update({"seconds": round(time.time() - started, 1), **{f"val_{k}": v for k, v in summary.items()}})
         if progress:
-            tqdm.write(json.dumps(record))
-        if summary["thresholded_jaccard"] > state["best_score"]:
-            state.update(best_score=summary["thresholded_jaccard"], best_epoch=epoch + 1)
+            tqdm.write(json.dumps(row))
+        if state.end_epoch(row, score=summary["thresholded_jaccard"]):
             seg_config.training = {**(provenance or {}), "recipe": asdict(cfg), "best_epoch": epoch + 1,
                                    "validation": summary}
             save_segmenter(out / "model", model, seg_config)
-        state["epoch"] = epoch + 1
-        save_checkpoint(checkpoint_dir, model, optimizer, state)
+        run.save(model, optimizer, state)
     return out / "model"
-

@@ -13,6 +13,9 @@ The recipe stays one readable script; this module holds what changes when torchr
   kernel, so on CPU each process normalises over its own share, which is the usual DDP behaviour;
 * only rank 0 writes the log, checkpoints and the model; every rank reads the checkpoint on ``--resume``, so the
   run folder must be on a filesystem all nodes share.
+
+``from_environment`` returns a ``Distributed`` under torchrun and a ``SingleProcess`` otherwise: the same methods,
+doing nothing (or the plain single-process thing), so the recipe reads the same either way.
 """
 from __future__ import annotations
 
@@ -64,6 +67,44 @@ def weighted_loss_terms(logits: torch.Tensor, targets: torch.Tensor, criterion: 
     return per_image.sum(), weights.sum()
 
 
+class SingleProcess:
+    """One process, no process group: the recipe's distributed steps become the plain ones."""
+
+    rank, world_size, is_main, distributed = 0, 1, True, False
+    device = torch.device("cpu")
+
+    def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
+        return model
+
+    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        return model
+
+    def same_everywhere(self, value: bool, what: str) -> None:
+        pass
+
+    def seed_epoch(self, seed: int, epoch: int) -> None:
+        """Nothing to do: one process continues its own random stream (saved with every checkpoint)."""
+
+    def shard(self, loader: DataLoader) -> DataLoader:
+        return loader
+
+    def to_device(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tensors
+
+    def global_loss(self, logits: torch.Tensor, targets: torch.Tensor, criterion) -> tuple[torch.Tensor, float, int]:
+        loss = criterion(logits.float(), targets)
+        return loss, float(loss.detach()), len(targets)
+
+    def sync_buffers(self, model: torch.nn.Module) -> None:
+        pass
+
+    def from_main(self, value):
+        return value
+
+    def close(self) -> None:
+        pass
+
+
 @dataclass
 class Distributed:
     rank: int
@@ -71,6 +112,8 @@ class Distributed:
     local_rank: int
     device: torch.device
     owns_group: bool = False
+
+    distributed = True
 
     @property
     def is_main(self) -> bool:
@@ -118,6 +161,9 @@ class Distributed:
             pin_memory=self.device.type == "cuda",
         )
 
+    def to_device(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(t.to(self.device, non_blocking=True) for t in tensors)
+
     def global_loss(self, logits: torch.Tensor, targets: torch.Tensor, criterion) -> tuple[torch.Tensor, float, int]:
         """(the loss to back-propagate, the global batch's mean loss, the global batch size).
 
@@ -151,10 +197,10 @@ class Distributed:
             dist.destroy_process_group()
 
 
-def from_environment() -> Distributed | None:
-    """The process group torchrun asked for (RANK and WORLD_SIZE set), or None for a plain single process."""
+def from_environment() -> Distributed | SingleProcess:
+    """The process group torchrun asked for (RANK and WORLD_SIZE set), or a plain single process."""
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
-        return None
+        return SingleProcess()
     rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     cuda = torch.cuda.is_available()
