@@ -48,6 +48,7 @@ def train(
     target: Annotated[str, typer.Option(help="fraction (soft-label cross-entropy) or binary (the conventional baseline).")] = "fraction",
     max_steps_per_epoch: Annotated[Optional[int], typer.Option(help="Cap steps per epoch (quick runs).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from the run folder's last checkpoint.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Start again in a run folder that holds a run (its checkpoint and log are replaced).")] = False,
     seed: int = 0,
     quiet: QuietOption = False,
 ):
@@ -60,7 +61,7 @@ def train(
     cfg = SegmentTrainConfig(input_size=(width, height), epochs=epochs, batch_size=batch_size, lr=lr, target=target,
                              max_steps_per_epoch=max_steps_per_epoch, seed=seed)
     train_pairs, val_pairs = load_pairs(data, "train"), load_pairs(data, "val")
-    model_dir = train_segmenter(train_pairs, val_pairs, out, cfg, resume=resume, progress=not quiet,
+    model_dir = train_segmenter(train_pairs, val_pairs, out, cfg, resume=resume, overwrite=overwrite, progress=not quiet,
                                 provenance={"data": str(data), "train_images": len(train_pairs), "val_images": len(val_pairs)})
     typer.echo(f"model: {model_dir}")
 
