@@ -24,8 +24,11 @@ from dermlens.gate.quality import QualityThresholds, measure, unnormalise
 
 DEFAULT_DATA_ROOT = Path("../shared/data")
 DATASETS = ("ham10000", "isic2017", "ph2", "dermnet", "sd198_clinical")
-# Good photos each check may stop, per dataset, on the held-out half: three checks, well under the 2% target.
-STOP_BUDGET = {"quality": 0.003, "skin": 0.003, "ood": 0.005}
+# Good photos each check may stop, per dataset, on the held-out half; together under the 2% target. The skin check
+# gets the largest share because it buys the most: leaving each non-skin source of the fit set out in turn, a skin
+# budget of 0.3% stopped 82% of the left-out source's pictures, 1% stopped 85% and 2% stopped 88%, while the worst
+# dataset's held-out skin photos stopped stayed at 1.2% up to 1% (2.3% at 2%). Chosen on fit data only.
+STOP_BUDGET = {"quality": 0.003, "skin": 0.01, "ood": 0.005}
 
 
 def default_data_dirs(root: str | Path = DEFAULT_DATA_ROOT) -> list[Path]:
