@@ -47,7 +47,39 @@ def operating_point_summary(predictor: Predictor, modality: str | None = None) -
         f"lesions that truly were a {name} (sensitivity {percent(op.sensitivity)}) and reassured "
         f"{_in_ten(op.specificity)} of those that were not (specificity {percent(op.specificity)}): at this setting "
         + (f"about {missed} in 10 would be missed." if missed else "fewer than 1 in 10 would be missed.")
+        + external_data_summary(predictor.model_dir, modality)
     )
+
+
+MODEL_CARD_FIGURES = "model_card_figures.json"
+# Per modality: the model card's external set (never trained on) and its figures at this modality's threshold.
+EXTERNAL_SETS = {
+    "dermoscopic": ("ph2", "PH2 dermoscopy from a clinic it never saw", "melanomas referred (sensitivity)",
+                    "melanomas", "nevi reassured (specificity)", "naevi reassured"),
+    "clinical": ("sd198_clinical", "SD-198 clinical photos it never saw", "malignant referred (sensitivity)",
+                 "malignant lesions", "non-neoplastic referred", "rashes and other non-neoplastic photos referred"),
+}
+
+
+def external_data_summary(model_dir: Path, modality: str | None) -> str:
+    """What the model card measured on external data at the same setting: a threshold chosen on one source's
+    validation images can miss more elsewhere, and a clinician should see that next to the validation figure."""
+    try:
+        figures = json.loads((Path(model_dir) / MODEL_CARD_FIGURES).read_text())
+    except (OSError, ValueError):
+        return ""
+    parts = []
+    for mod in ([modality] if modality in EXTERNAL_SETS else list(EXTERNAL_SETS)):
+        key, where, sens_key, positives, other_key, other_words = EXTERNAL_SETS[mod]
+        sens, other = figures.get(key, {}).get(sens_key), figures.get(key, {}).get(other_key)
+        if not sens:
+            continue
+        low, high = sens["ci95"]
+        text = f"on {where}, it referred {percent(sens['value'])} of {sens['n']} {positives} (95% CI {percent(low)}-{percent(high)})"
+        if other:
+            text += f", with {percent(other['value'])} of {other['n']} {other_words}"
+        parts.append(text)
+    return (" Measured for the model card " + "; ".join(parts) + ".") if parts else ""
 
 
 def triage_summary(predictor: Predictor, prediction: Prediction) -> str:
