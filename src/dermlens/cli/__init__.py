@@ -654,7 +654,7 @@ def screen_train_head(
     quiet: bool = typer.Option(False, help="No progress bars."),
 ):
     """Train the lesion/not-lesion head on detector candidates of a train-split benchmark."""
-    from dermlens.screen.benchmark import train_lesion_head
+    from dermlens.screen.train_head import train_lesion_head
 
     try:
         folder = train_lesion_head(benchmark, out, model, target_recall=target_recall, progress=not quiet)
