@@ -24,11 +24,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from dermlens.data.io import load_image
 from dermlens.evaluate.bootstrap import bootstrap_ci
 from dermlens.screen.detect import detect_candidates
 from dermlens.screen.screener import ScreenConfig, Screener
 from dermlens.screen.truth import load_benchmark, match, read_manifest
-from dermlens.data.io import load_image
 
 
 def hit_probability(score_planted: float, others: np.ndarray, k: int) -> float:

@@ -26,12 +26,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import screen_scenes  # beside this script (a script's folder is on sys.path)
 from PIL import Image
 
 from dermlens.data.io import load_image
 from dermlens.screen.truth import MANIFEST
-
-import screen_scenes  # beside this script (a script's folder is on sys.path)
 
 PHOTO_SIZE = (1024, 768)  # width, height
 LESION_DIAMETER = (24.0, 64.0)  # pixels on the 1024 px photo

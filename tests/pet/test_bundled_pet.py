@@ -10,8 +10,13 @@ from typer.testing import CliRunner
 
 from dermlens.cli import app
 from dermlens.pet.baselines import default_margin, tumour_voi
-from dermlens.pet.bundled import (BUNDLED_PET_DIR, FRESH_TEST_SEED, bundled_model_dirs, evaluate_on_fresh_test_set,
-                                  training_simulator)
+from dermlens.pet.bundled import (
+    BUNDLED_PET_DIR,
+    FRESH_TEST_SEED,
+    bundled_model_dirs,
+    evaluate_on_fresh_test_set,
+    training_simulator,
+)
 from dermlens.pet.simulator import simulate_images
 from dermlens.pet.training import load_pet_model, predict_fractions
 from dermlens.segment.metrics import fuzzy_dice

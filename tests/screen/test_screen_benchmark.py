@@ -9,10 +9,10 @@ import json
 import cv2
 import numpy as np
 import pytest
-from PIL import Image
-
 import screen_benchmark
 import screen_scenes as scene
+from PIL import Image
+
 from dermlens.screen.train_head import train_lesion_head
 from dermlens.screen.truth import load_benchmark, match
 

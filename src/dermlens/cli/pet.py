@@ -100,15 +100,10 @@ def evaluate_command(
     from dermlens.pet.evaluation import evaluate_pet
     from dermlens.pet.study import summary_lines
 
-    try:
-        if data is None:
-            metrics = evaluate_on_fresh_test_set(out, models, n_test=n_test, seed=seed, n_boot=n_boot,
-                                                 progress=not quiet)
-        else:
-            metrics = evaluate_pet(data, models or bundled_model_dirs(), out, n_boot=n_boot, progress=not quiet)
-    except (FileNotFoundError, ValueError) as error:
-        typer.echo(str(error), err=True)
-        raise typer.Exit(2)
+    if data is None:
+        metrics = evaluate_on_fresh_test_set(out, models, n_test=n_test, seed=seed, n_boot=n_boot, progress=not quiet)
+    else:
+        metrics = evaluate_pet(data, models or bundled_model_dirs(), out, n_boot=n_boot, progress=not quiet)
     typer.echo("\n".join(summary_lines(metrics)))
     typer.echo(f"Report: {out / 'report.html'} (numbers in {out / 'metrics.json'})")
 

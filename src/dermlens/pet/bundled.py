@@ -30,29 +30,23 @@ def bundled_model_dirs() -> list[Path]:
     return folders
 
 
+def _configs(model_dirs: list[str | Path]) -> dict[Path, dict]:
+    return {Path(folder): load_pet_model(folder)[1] for folder in model_dirs}
+
+
+def _common_simulator(configs: dict[Path, dict]) -> SimulatorConfig:
+    (first, first_settings), *rest = [(folder, config.get("simulator") or SimulatorConfig().to_dict())
+                                      for folder, config in configs.items()]
+    for folder, settings in rest:
+        if settings != first_settings:
+            raise ValueError(f"{folder} and {first} were trained on differently simulated images; evaluate them "
+                             "on one test set with --data")
+    return SimulatorConfig.from_dict(first_settings)
+
+
 def training_simulator(model_dirs: list[str | Path]) -> SimulatorConfig:
     """The simulator settings the networks were trained on (they must agree: one test set serves them all)."""
-    settings = {}
-    for folder in model_dirs:
-        _, config = load_pet_model(folder)
-        settings[Path(folder)] = config.get("simulator") or SimulatorConfig().to_dict()
-    first, *rest = settings.items()
-    for folder, simulator in rest:
-        if simulator != first[1]:
-            raise ValueError(f"{folder} and {first[0]} were trained on differently simulated images; evaluate them "
-                             "on one test set with --data")
-    return SimulatorConfig.from_dict(first[1])
-
-
-def training_data_seeds(model_dirs: list[str | Path]) -> set[int]:
-    """Seeds of the images the networks were trained on, where their config records it."""
-    seeds = set()
-    for folder in model_dirs:
-        _, config = load_pet_model(folder)
-        seed = config.get("provenance", {}).get("data_seed")
-        if seed is not None:
-            seeds.add(int(seed))
-    return seeds
+    return _common_simulator(_configs(model_dirs))
 
 
 def evaluate_on_fresh_test_set(out_dir: str | Path, model_dirs: list[str | Path] | None = None, n_test: int = 500,
@@ -61,7 +55,9 @@ def evaluate_on_fresh_test_set(out_dir: str | Path, model_dirs: list[str | Path]
     (default: the shipped ones) on them; ``metrics.json`` and ``report.html`` go into ``out_dir``."""
     model_dirs = list(model_dirs or bundled_model_dirs())
     seed = FRESH_TEST_SEED if seed is None else seed
-    if seed in training_data_seeds(model_dirs):
+    configs = _configs(model_dirs)
+    simulator = _common_simulator(configs)
+    if any(config.get("provenance", {}).get("data_seed") == seed for config in configs.values()):
         raise ValueError(f"--seed {seed} drew the networks' training images; choose another seed for the test set")
-    test_dir = simulate_dataset(Path(out_dir) / TEST_FOLDER, n_test, seed, training_simulator(model_dirs), progress)
+    test_dir = simulate_dataset(Path(out_dir) / TEST_FOLDER, n_test, seed, simulator, progress)
     return evaluate_pet(test_dir, model_dirs, out_dir, n_boot=n_boot, progress=progress)
