@@ -7,13 +7,7 @@ import numpy as np
 import pytest
 
 from dermlens.predict import BUNDLED_MODEL_DIR
-from dermlens.screen.lesion_head import (
-    BUNDLED_HEAD_DIR,
-    HeadMismatchError,
-    LesionHead,
-    fit_lesion_head,
-    model_digest,
-)
+from dermlens.screen.lesion_head import BUNDLED_HEAD_DIR, HeadMismatchError, LesionHead, fit_lesion_head, model_digest
 
 
 def separable(n=120, d=16, seed=0):
