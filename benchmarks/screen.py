@@ -1,6 +1,6 @@
-"""Wide-field screening on the synthetic HAM10000 patients of `dermlens screen make-benchmark`.
+"""Wide-field screening on the synthetic HAM10000 patients of `benchmarks/screen_benchmark.py`.
 
-    dermlens screen make-benchmark --data ../shared/data/ham10000 --out runs/screen/bench-test --split test --patients 100
+    python benchmarks/screen_benchmark.py --data ../shared/data/ham10000 --out runs/screen/bench-test --split test --patients 100
     python benchmarks/screen.py --benchmark runs/screen/bench-test [--out runs/screen/figures-test]
 
 Each benchmark photo is one patient. Prints, with 95% bootstrap CIs resampled by patient:
@@ -24,11 +24,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from dermlens.data.io import load_image
 from dermlens.evaluate.bootstrap import bootstrap_ci
-from dermlens.screen.benchmark import load_benchmark, match
 from dermlens.screen.detect import detect_candidates
 from dermlens.screen.screener import ScreenConfig, Screener
-from dermlens.data.io import load_image
+from dermlens.screen.truth import load_benchmark, match, read_manifest
 
 
 def hit_probability(score_planted: float, others: np.ndarray, k: int) -> float:
@@ -66,7 +66,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
 
     records = load_benchmark(args.benchmark)[: args.limit]
-    manifest = json.loads((args.benchmark / "benchmark.json").read_text())
+    manifest = read_manifest(args.benchmark)
     screener = Screener(lesion_head=args.head, config=ScreenConfig(size_weight=args.size_weight))
     det = {"raw_found": [], "found": [], "gt_patient": [], "tone": [], "box_right": [], "box_patient": [], "raw_right": [], "raw_patient": []}
     ud = {m: {1: [], 3: []} for m in ("ugly_duckling", "random", "size", "p_malignant")}

@@ -1,5 +1,6 @@
-"""`dermlens screen make-benchmark` on a small HAM10000-shaped folder the test generates (no real data needed),
-and the compositing pieces it rests on."""
+"""`benchmarks/screen_benchmark.py` on a small HAM10000-shaped folder the test generates (no real data needed),
+the compositing pieces it rests on (`benchmarks/screen_scenes.py`), and reading its folders back
+(`dermlens.screen.truth`)."""
 from __future__ import annotations
 
 import csv
@@ -8,12 +9,12 @@ import json
 import cv2
 import numpy as np
 import pytest
+import screen_benchmark
+import screen_scenes as scene
 from PIL import Image
-from typer.testing import CliRunner
 
-from dermlens.cli import app
-from dermlens.screen import scene
-from dermlens.screen.benchmark import load_benchmark, match
+from dermlens.screen.train_head import train_lesion_head
+from dermlens.screen.truth import load_benchmark, match
 
 
 def fake_ham(folder, n_nv=10, n_mel=4):
@@ -43,8 +44,7 @@ def fake_ham(folder, n_nv=10, n_mel=4):
 def test_make_benchmark_writes_patients_with_ground_truth(tmp_path):
     data = fake_ham(tmp_path / "ham")
     out = tmp_path / "bench"
-    result = CliRunner().invoke(app, ["screen", "make-benchmark", "--data", str(data), "--out", str(out), "--patients", "3", "--seed", "1", "--quiet"])
-    assert result.exit_code == 0, result.output
+    assert screen_benchmark.main(["--data", str(data), "--out", str(out), "--patients", "3", "--seed", "1", "--quiet"]) == 0
     records = load_benchmark(out)
     assert [r["patient"] for r in records] == ["p000", "p001", "p002"]
     assert json.loads((out / "benchmark.json").read_text())["split"] == "test"
@@ -65,10 +65,21 @@ def test_make_benchmark_writes_patients_with_ground_truth(tmp_path):
                 assert inside < ring.mean()
 
 
-def test_make_benchmark_names_a_folder_that_is_no_dataset(tmp_path):
-    result = CliRunner().invoke(app, ["screen", "make-benchmark", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--quiet"])
-    assert result.exit_code == 2
-    assert "labels.csv" in result.output
+def test_make_benchmark_names_a_folder_that_is_no_dataset(tmp_path, capsys):
+    assert screen_benchmark.main(["--data", str(tmp_path), "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "labels.csv" in error and str(tmp_path) in error
+
+
+def test_a_folder_without_manifest_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="benchmark.json.*screen_benchmark.py"):
+        load_benchmark(tmp_path)
+
+
+def test_the_lesion_head_refuses_a_test_split_folder(tmp_path):
+    (tmp_path / "benchmark.json").write_text(json.dumps({"split": "test", "patients": []}))
+    with pytest.raises(ValueError, match="test split"):
+        train_lesion_head(tmp_path, tmp_path / "head", progress=False)
 
 
 def test_a_sprite_pastes_multiplicatively_with_the_right_box():

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -51,7 +52,7 @@ def simulate_command(
 @pet_app.command("train")
 def train_command(
     data: Path = typer.Option(..., exists=True, file_okay=False, help="A dataset from `dermlens pet simulate`."),
-    out: Path = typer.Option(..., help="Run folder: model.safetensors, config.json, checkpoint/, log.jsonl."),
+    out: Path = typer.Option(..., help="Run folder: model.safetensors, config.json, checkpoint/, metrics.jsonl."),
     method: str = typer.Option("fraction", help="fraction (soft-label cross-entropy) or binary (binarised masks)."),
     epochs: int = typer.Option(12, min=1),
     batch_size: int = typer.Option(32, min=1),
@@ -62,6 +63,7 @@ def train_command(
     seed: int = typer.Option(0),
     threads: int = typer.Option(1, help="torch CPU threads."),
     resume: bool = typer.Option(False, help="Continue from the run folder's checkpoint."),
+    overwrite: bool = typer.Option(False, help="Start again in a run folder that holds a run."),
     quiet: bool = typer.Option(False, help="No progress bars."),
 ):
     """Train the small U-Net on simulated PET images."""
@@ -73,24 +75,36 @@ def train_command(
                              max_steps_per_epoch=max_steps_per_epoch or None)
     except ValueError as error:
         raise typer.BadParameter(str(error)) from error
-    model_dir = train_pet(data, out, cfg, resume=resume, progress=not quiet)
+    model_dir = train_pet(data, out, cfg, resume=resume, overwrite=overwrite, progress=not quiet)
     typer.echo(f"model: {model_dir}/")
 
 
 @pet_app.command("evaluate")
 def evaluate_command(
-    data: Path = typer.Option(..., exists=True, file_okay=False, help="A test dataset from `dermlens pet simulate` (another seed than training)."),
-    models: list[Path] = typer.Option(..., help="Model folders from `dermlens pet train` (repeat: one fraction, "
-                                                "one binary)."),
-    out: Path = typer.Option(..., help="Output folder: metrics.json and report.html."),
-    n_boot: int = typer.Option(1000, help="Bootstrap resamples for the confidence intervals."),
+    out: Path = typer.Option(..., help="Output folder: metrics.json and report.html (and test/, when simulated here)."),
+    data: Optional[Path] = typer.Option(None, exists=True, file_okay=False,
+                                        help="A test dataset from `dermlens pet simulate` (another seed than "
+                                             "training). Default: simulate --n-test images into OUT/test."),
+    models: Optional[list[Path]] = typer.Option(None, help="Model folders from `dermlens pet train` (repeat: one "
+                                                           "fraction, one binary). Default: the networks shipped "
+                                                           "with dermlens."),
+    n_test: int = typer.Option(500, min=1, help="Images of the simulated test set (without --data)."),
+    seed: Optional[int] = typer.Option(None, help="Seed of the simulated test set (without --data); must differ from "
+                                                  "the training images' seed. Default 1 (the shipped networks were "
+                                                  "trained on seed 0)."),
+    n_boot: int = typer.Option(1000, min=1, help="Bootstrap resamples for the confidence intervals."),
     quiet: bool = typer.Option(False, help="No progress bars."),
 ):
-    """Compare the fraction network, the 40% threshold and the binary U-Net on a test set."""
+    """Compare the fraction network, the 40% threshold and the binary U-Net on a test set (default: the shipped
+    networks on a newly simulated one)."""
+    from dermlens.pet.bundled import bundled_model_dirs, evaluate_on_fresh_test_set
     from dermlens.pet.evaluation import evaluate_pet
     from dermlens.pet.study import summary_lines
 
-    metrics = evaluate_pet(data, models, out, n_boot=n_boot, progress=not quiet)
+    if data is None:
+        metrics = evaluate_on_fresh_test_set(out, models, n_test=n_test, seed=seed, n_boot=n_boot, progress=not quiet)
+    else:
+        metrics = evaluate_pet(data, models or bundled_model_dirs(), out, n_boot=n_boot, progress=not quiet)
     typer.echo("\n".join(summary_lines(metrics)))
     typer.echo(f"Report: {out / 'report.html'} (numbers in {out / 'metrics.json'})")
 

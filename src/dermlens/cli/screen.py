@@ -1,4 +1,4 @@
-"""``dermlens screen [run] | make-benchmark | train-head``: wide-field screening for ugly ducklings."""
+"""``dermlens screen [run] | train-head``: wide-field screening for ugly ducklings."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,7 +8,7 @@ import typer
 
 from dermlens.cli.common import ModelOption, QuietOption, batch_group
 
-app = batch_group("Wide-field screening: `dermlens screen PHOTO... --out DIR` finds lesions and ranks ugly ducklings; or make-benchmark / train-head.")
+app = batch_group("Wide-field screening: `dermlens screen PHOTO... --out DIR` finds lesions and ranks ugly ducklings; or train-head (labelled photos from `python benchmarks/screen_benchmark.py`).")
 
 
 @app.command("run")
@@ -39,40 +39,16 @@ def run(
         raise typer.Exit(1)
 
 
-@app.command("make-benchmark")
-def make_benchmark_command(
-    data: Annotated[Path, typer.Option(help="HAM10000 folder with labels.csv, images/ and masks/.")],
-    out: Annotated[Path, typer.Option(help="Benchmark folder: pNNN.jpg, pNNN.truth.json, benchmark.json.")],
-    patients: Annotated[int, typer.Option(help="Synthetic patients (one photo each).")] = 100,
-    split: Annotated[str, typer.Option(help="Source split: test for figures, train for tuning and the lesion head.")] = "test",
-    seed: int = 0,
-    quiet: QuietOption = False,
-):
-    """Compose synthetic wide-field patients from real HAM10000 lesions on generated skin, with ground truth."""
-    from dermlens.screen.benchmark import make_benchmark
-
-    try:
-        manifest = make_benchmark(data, out, patients=patients, seed=seed, split=split, progress=not quiet)
-    except (FileNotFoundError, ValueError) as e:
-        typer.echo(str(e), err=True)
-        raise typer.Exit(2)
-    typer.echo(f"{patients} patients from the {split} split: {manifest}")
-
-
 @app.command("train-head")
 def train_head_command(
-    benchmark: Annotated[Path, typer.Option(help="A benchmark made from the train split (`screen make-benchmark --split train`).")],
+    benchmark: Annotated[Path, typer.Option(help="A benchmark made from the train split (`python benchmarks/screen_benchmark.py --split train`).")],
     out: Annotated[Path, typer.Option(help="Folder for lesion_head.safetensors and lesion_head.json.")],
     model: Annotated[Optional[Path], typer.Option(help="Classifier folder whose embedding the head reads; default the bundled model.")] = None,
     target_recall: Annotated[float, typer.Option(help="Share of true lesions the head's threshold lets through (held-out photos).")] = 0.98,
     quiet: QuietOption = False,
 ):
     """Train the lesion/not-lesion head on detector candidates of a train-split benchmark."""
-    from dermlens.screen.benchmark import train_lesion_head
+    from dermlens.screen.train_head import train_lesion_head
 
-    try:
-        folder = train_lesion_head(benchmark, out, model, target_recall=target_recall, progress=not quiet)
-    except (FileNotFoundError, ValueError) as e:
-        typer.echo(str(e), err=True)
-        raise typer.Exit(2)
+    folder = train_lesion_head(benchmark, out, model, target_recall=target_recall, progress=not quiet)
     typer.echo(f"lesion head: {folder}\n{(folder / 'lesion_head.json').read_text()}")

@@ -10,5 +10,7 @@ comparison with a 40%-of-maximum threshold.
 - ``baselines``   the tumour box and the 40% threshold
 - ``evaluation``  evaluate_pet: metrics.json with bootstrap CIs, by tumour size and dose; ``report`` its HTML
 - ``study``       simulate + train both + evaluate in one call
-- ``cli``         the ``dermlens pet`` commands
+- ``bundled``     the small fraction and binary networks shipped in ``weights/pet/``, evaluated on a new test set
+
+The ``dermlens pet`` commands are in ``dermlens.cli.pet``.
 """

@@ -2,8 +2,9 @@
 
 The detector is generous (hair knots, tattoo blobs, clothing corners, dark pores in a shadow); the classifier's
 embedding already knows what a dermoscopic lesion looks like, so a linear head on it sorts candidates cheaply. It is
-trained by :func:`train_lesion_head` on detector candidates from a screening benchmark made from HAM10000's
-``train`` split: a candidate whose box holds a pasted lesion's centre is a lesion, every other one is not.
+trained by :func:`dermlens.screen.train_head.train_lesion_head` on detector candidates from a screening benchmark made
+from HAM10000's ``train`` split: a candidate whose box holds a pasted lesion's centre is a lesion, every other one is
+not.
 
 Saved as ``lesion_head.safetensors`` (weight, bias, feature mean and scale) plus ``lesion_head.json`` (threshold,
 the model it reads, provenance, validation figures). The head is tied to the network whose embedding it reads: the

@@ -1,9 +1,9 @@
 """Generated wide-field skin: backgrounds of any tone with the things that fool a spot detector, and lesion pasting.
 
-No public wide-field photo set is at hand, so the screening benchmark (and the lesion/not-lesion head's training
-data) is composed here: a skin background whose tone runs from very light to very dark, with pores, blotchy
-redness, freckles, hair, a tattoo, a clothing edge and shadows; real dermoscopic lesion crops are pasted onto it
-through their segmentation masks.
+No public wide-field photo set is at hand, so the screening benchmark (``screen_benchmark.py``, which also makes
+the lesion/not-lesion head's training photos) is composed from these pieces: a skin background whose tone runs from
+very light to very dark, with pores, blotchy redness, freckles, hair, a tattoo, a clothing edge and shadows; real
+dermoscopic lesion crops are pasted onto it through their segmentation masks.
 
 A lesion is pasted *multiplicatively*: each pixel's ratio to the skin around the lesion in its dermoscopic photo is
 applied to the new skin. Pigment absorbs a share of the light, so a mole stays a mole of the same contrast on light

@@ -1,29 +1,36 @@
-"""A wide-field screening benchmark composed from HAM10000, and the lesion head trained on one.
+"""A wide-field screening benchmark composed from HAM10000: the labelled folders that `benchmarks/screen.py` scores
+and `dermlens screen train-head` learns from.
+
+    python benchmarks/screen_benchmark.py --data ../shared/data/ham10000 --out runs/screen/bench-test --split test --patients 100
+    python benchmarks/screen_benchmark.py --data ../shared/data/ham10000 --out runs/screen/bench-train --split train --patients 100
 
 No public wide-field photo set is at hand, so :func:`make_benchmark` builds 'patients': one photo each, generated
 skin of a random tone (very light to very dark) with freckles, hair, shadows, sometimes a tattoo or clothing, onto
-which real HAM10000 lesions are pasted through their segmentation masks (``scene``). A patient's ordinary moles come
-from one neighbourhood of appearance, the nearest neighbours of a seed nevus in the bundled classifier's embedding
-space, so that they look alike as a real patient's moles do; 0 to 2 planted ugly ducklings come from elsewhere: a
-melanoma, or a nevus far from the neighbourhood. Sizes are drawn independently of the kind, so size alone carries
-no signal.
+which real HAM10000 lesions are pasted through their segmentation masks (``screen_scenes``). A patient's ordinary
+moles come from one neighbourhood of appearance, the nearest neighbours of a seed nevus in the bundled classifier's
+embedding space, so that they look alike as a real patient's moles do; 0 to 2 planted ugly ducklings come from
+elsewhere: a melanoma, or a nevus far from the neighbourhood. Sizes are drawn independently of the kind, so size
+alone carries no signal.
 
-Use ``split="train"`` for anything that learns or is tuned (the lesion head, detector settings) and
-``split="test"`` for the figures. Written per patient: ``pNNN.jpg`` and ``pNNN.truth.json``; plus
-``benchmark.json`` (manifest) and ``embeddings.npz`` (the cached embeddings of the source images).
+Use ``--split train`` for anything that learns or is tuned (the lesion head, detector settings) and ``--split test``
+for the figures. Written per patient: ``pNNN.jpg`` and ``pNNN.truth.json``; plus ``benchmark.json`` (manifest) and
+``embeddings.npz`` (the cached embeddings of the source images); the format is read by ``dermlens.screen.truth``.
 """
 from __future__ import annotations
 
+import argparse
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
+import screen_scenes  # beside this script (a script's folder is on sys.path)
 from PIL import Image
 
 from dermlens.data.io import load_image
-from dermlens.screen import scene
+from dermlens.screen.truth import MANIFEST
 
 PHOTO_SIZE = (1024, 768)  # width, height
 LESION_DIAMETER = (24.0, 64.0)  # pixels on the 1024 px photo
@@ -56,7 +63,7 @@ def _source_lesions(data: Path, split: str, seed: int) -> list[SourceLesion]:
     for r in nevi + [r for r in records if r.label == "mel"]:
         mask_path = Path(data) / r.metadata["mask"]
         mask = cv2.imread(str(mask_path), cv2.IMREAD_GRAYSCALE)
-        if mask is not None and scene.usable_mask(mask):
+        if mask is not None and screen_scenes.usable_mask(mask):
             out.append(SourceLesion(Path(r.path), mask_path, r.label, r.group or str(r.path)))
     return out
 
@@ -115,7 +122,7 @@ def make_patient_photo(rng: np.random.Generator, sources: list[SourceLesion], pi
     """(uint8 RGB photo, ground-truth lesions, skin tone) for one patient."""
     w, h = size
     tone = float(rng.uniform(0, 1))
-    image, distractors = scene.make_background(h, w, tone, rng)
+    image, distractors = screen_scenes.make_background(h, w, tone, rng)
     occupied = distractors.blocked.copy()
     truth = []
     for index, kind in picks:
@@ -125,16 +132,16 @@ def make_patient_photo(rng: np.random.Generator, sources: list[SourceLesion], pi
         if mask.shape != rgb.shape[:2]:
             mask = cv2.resize(mask, (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_NEAREST)
         diameter = float(rng.uniform(*LESION_DIAMETER))
-        sprite = scene.make_sprite(rgb, mask, diameter, rng)
-        spot = scene.free_spot(occupied, int(max(sprite.alpha.shape) / 2) + 2, rng)
+        sprite = screen_scenes.make_sprite(rgb, mask, diameter, rng)
+        spot = screen_scenes.free_spot(occupied, int(max(sprite.alpha.shape) / 2) + 2, rng)
         if spot is None:
             continue
-        box = scene.paste(image, sprite, *spot)
+        box = screen_scenes.paste(image, sprite, *spot)
         if box is None:
             continue
         truth.append({"box": box, "planted": kind != "ordinary", "kind": kind, "diagnosis": src.diagnosis,
                       "source": src.path.name, "diameter_px": round(diameter, 1)})
-    return scene.finish_photo(image, rng), truth, tone
+    return screen_scenes.finish_photo(image, rng), truth, tone
 
 
 def make_benchmark(data: str | Path, out_dir: str | Path, patients: int = 100, seed: int = 0, split: str = "test",
@@ -161,72 +168,31 @@ def make_benchmark(data: str | Path, out_dir: str | Path, patients: int = 100, s
         record = {"patient": stem, "image": f"{stem}.jpg", "skin_tone": round(tone, 3), "lesions": truth}
         (out / f"{stem}.truth.json").write_text(json.dumps(record, indent=2) + "\n")
         manifest["patients"].append({"patient": stem, "image": f"{stem}.jpg", "truth": f"{stem}.truth.json"})
-    path = out / "benchmark.json"
+    path = out / MANIFEST
     path.write_text(json.dumps(manifest, indent=2) + "\n")
     return path
 
 
-def load_benchmark(folder: str | Path) -> list[dict]:
-    """Every patient's truth record, with ``image`` made a full path."""
-    folder = Path(folder)
-    manifest_path = folder / "benchmark.json"
-    if not manifest_path.is_file():
-        raise FileNotFoundError(f"{manifest_path}: not a screening benchmark (make one with `dermlens screen make-benchmark`)")
-    records = []
-    for entry in json.loads(manifest_path.read_text())["patients"]:
-        truth = json.loads((folder / entry["truth"]).read_text())
-        truth["image"] = str(folder / entry["image"])
-        records.append(truth)
-    return records
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, required=True, help="HAM10000 folder with labels.csv, images/ and masks/")
+    parser.add_argument("--out", type=Path, required=True, help="benchmark folder: pNNN.jpg, pNNN.truth.json, "
+                                                                 "benchmark.json")
+    parser.add_argument("--patients", type=int, default=100, help="synthetic patients (one photo each)")
+    parser.add_argument("--split", default="test",
+                        help="source split: test for figures, train for tuning and the lesion head")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)
+    try:
+        manifest = make_benchmark(args.data, args.out, patients=args.patients, seed=args.seed, split=args.split,
+                                  progress=not args.quiet)
+    except (FileNotFoundError, ValueError) as error:
+        print(error, file=sys.stderr)
+        return 2
+    print(f"{args.patients} patients from the {args.split} split: {manifest}")
+    return 0
 
 
-def centre_inside(truth_box, box) -> bool:
-    """A lesion is found when its centre falls inside a predicted box."""
-    cx, cy = (truth_box[0] + truth_box[2]) / 2, (truth_box[1] + truth_box[3]) / 2
-    return box[0] <= cx <= box[2] and box[1] <= cy <= box[3]
-
-
-def match(truth_boxes: list, boxes: list) -> np.ndarray:
-    """(n_boxes,) index of the true lesion each predicted box finds (-1: none); each lesion found at most once,
-    by the box whose centre is nearest its centre."""
-    found = np.full(len(boxes), -1)
-    for t, tb in enumerate(truth_boxes):
-        hits = [i for i, b in enumerate(boxes) if found[i] < 0 and centre_inside(tb, b)]
-        if hits:
-            tc = np.array([(tb[0] + tb[2]) / 2, (tb[1] + tb[3]) / 2])
-            found[min(hits, key=lambda i: np.linalg.norm(np.array([(boxes[i][0] + boxes[i][2]) / 2, (boxes[i][1] + boxes[i][3]) / 2]) - tc))] = t
-    return found
-
-
-def train_lesion_head(benchmark_dir: str | Path, out_dir: str | Path, model_dir: str | Path | None = None,
-                      config=None, target_recall: float = 0.98, progress: bool = True):
-    """Fit the lesion/not-lesion head on detector candidates of a benchmark made from the ``train`` split."""
-    from tqdm.auto import tqdm
-
-    from dermlens.screen.lesion_head import fit_lesion_head, model_digest
-    from dermlens.screen.screener import ScreenConfig, Screener
-
-    folder = Path(benchmark_dir)
-    manifest = json.loads((folder / "benchmark.json").read_text()) if (folder / "benchmark.json").is_file() else {}
-    if manifest.get("split") == "test":
-        raise ValueError(f"{folder}: made from the test split; train the lesion head on a train-split benchmark")
-    screener = Screener(model_dir, lesion_head=False, config=config or ScreenConfig())
-    features, labels, groups = [], [], []
-    for k, record in enumerate(tqdm(load_benchmark(folder), desc="candidates", unit="photo", disable=not progress)):
-        result = screener.analyse_photo(record["image"])
-        found = match([t["box"] for t in record["lesions"]], [l.box for l in result.lesions])
-        for lesion, f in zip(result.lesions, found):
-            features.append(lesion.embedding)
-            labels.append(f >= 0)
-            groups.append(k)
-    head = fit_lesion_head(np.stack(features), np.array(labels), np.array(groups), target_recall=target_recall)
-    head.info.update({
-        "model_digest": model_digest(screener.predictor.model_dir),
-        "features": "pre-logit embedding (models.features.pre_logits) of a square crop, "
-                    f"{screener.config.crop_context}x the candidate box",
-        "trained_on": f"detector candidates of {folder} (split {manifest.get('split', '?')}, "
-                      f"{len(load_benchmark(folder))} photos): a candidate holding a pasted HAM10000 lesion's centre "
-                      "is a lesion, any other is not",
-        "detector": screener.config.detector.to_dict(),
-    })
-    return head.save(out_dir)
+if __name__ == "__main__":
+    raise SystemExit(main())
