@@ -1,6 +1,6 @@
-"""Fixtures for the web service tests: one tiny model trained on synthetic data, a photo, clients, a live server.
+"""Fixtures for the web service tests: the suite's tiny model (tests/conftest.py), a photo, clients, a live server.
 
-The model is EfficientNet-Lite0 at 64 px trained for two steps: its answers mean nothing, but it is a real model
+The model is EfficientNet-Lite0 at 64 px trained for a few steps: its answers mean nothing, but it is a real model
 folder that goes through the same loading, inference and saliency code as the bundled one.
 """
 from __future__ import annotations
@@ -10,23 +10,11 @@ from pathlib import Path
 import pytest
 from serve_helpers import encode, lesion_photo, serving
 
-from dermlens.data.datasets import load_records
-from dermlens.data.splits import grouped_split
-from dermlens.data.synthetic import make_synthetic_dataset
-from dermlens.train.recipe import TrainConfig, train
-
-SERVE_TRAIN_CONFIG = TrainConfig(
-    image_size=64, epochs=1, batch_size=16, max_steps_per_epoch=2, num_workers=0,
-    max_class_size=1,  # one class per synthetic diagnosis: 5 outputs, so top-5 and the tree sums are non-trivial
-)
-
 
 @pytest.fixture(scope="session")
-def serve_model_dir(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("serve-model")
-    labels = make_synthetic_dataset(root / "data", n_per_class=12, size=64, seed=1)
-    parts = grouped_split(load_records(labels), val_fraction=0.3, test_fraction=0.0, seed=0)
-    return train(parts["train"], parts["val"], root / "run", SERVE_TRAIN_CONFIG, progress=False).model_dir
+def serve_model_dir(tiny_model_dir) -> Path:
+    """The suite's one tiny model (tests/conftest.py); treat it as read-only."""
+    return tiny_model_dir
 
 
 @pytest.fixture(scope="session")
