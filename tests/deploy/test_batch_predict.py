@@ -36,7 +36,7 @@ class Crashing:
 
     def __init__(self, predictor, crash_at: int):
         self.predictor, self.crash_at, self.batches = predictor, crash_at, 0
-        self.node_ids, self.transform = predictor.node_ids, predictor.transform
+        self.node_ids, self.transform, self.engine_name = predictor.node_ids, predictor.transform, predictor.engine_name
 
     def predict_tensors(self, batch, names, *args, **kwargs):
         self.batches += 1

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from dermlens.deploy.onnx_export import MissingExportError
 from dermlens.extras import MissingExtraError
 from dermlens.predict import Predictor
 from dermlens.predict.batch import predict_files
@@ -61,7 +62,7 @@ def test_the_engine_is_recorded_in_the_batch_summary(tiny_model_dir, synthetic_p
     assert summary.engine == "torch fp32"
 
 
-@pytest.mark.parametrize("precision", ["bf16", "int8"])
-def test_auto_is_exact_only(tiny_model_dir, precision):
-    with pytest.raises(ValueError, match="engine 'auto' runs precision fp32"):
-        Predictor(tiny_model_dir, precision=precision)
+def test_auto_with_a_reduced_precision_is_the_engine_that_runs_it(tiny_model_dir):
+    assert Predictor(tiny_model_dir, precision="bf16").engine_name == "torch bf16"
+    with pytest.raises(MissingExportError, match="no int8 ONNX export"):  # int8 is ONNX's, and never made silently
+        Predictor(tiny_model_dir, precision="int8")

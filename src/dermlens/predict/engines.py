@@ -6,7 +6,8 @@ engine (fp32) also answers ``probabilities_and_embeddings(batch)`` in one pass: 
 classifier's input, which the gate and the modality recogniser read. The Predictor holds one engine and does the
 rest (tree sum, top-5, triage) the same way whichever it is.
 
-    auto  fp32   ONNX Runtime fp32 when onnxruntime is installed and the model exports, else torch fp32 (the default)
+    auto  fp32   ONNX Runtime fp32 when onnxruntime is installed and the model exports, else torch fp32 (the default;
+                 with bf16 or int8, auto is the engine that runs that precision)
     torch fp32   the network in PyTorch eager mode (exact reference; what autograd, e.g. saliency, needs)
     torch bf16   the same under CPU autocast to bfloat16 (AVX-512 BF16 / AMX matrix units; about 3 significant digits)
     onnx  fp32   ONNX Runtime on the exported graph (within 1e-5 of torch; about 2.8x torch's rate end to end here)
@@ -25,7 +26,7 @@ from dermlens.models.features import classifier_layer, pre_logits
 from dermlens.models.inference import predict_batch, tta_views
 
 ENGINES = ("auto", "torch", "onnx")
-PRECISIONS = {"auto": ("fp32",), "torch": ("fp32", "bf16"), "onnx": ("fp32", "int8")}
+PRECISIONS = {"auto": ("fp32", "bf16", "int8"), "torch": ("fp32", "bf16"), "onnx": ("fp32", "int8")}
 
 
 def check_engine(engine: str, precision: str) -> None:
@@ -99,8 +100,11 @@ def make_engine(model_dir: Path, model: torch.nn.Module, config, engine: str = "
 
     ``auto`` is the fastest exact engine: ONNX Runtime fp32 when onnxruntime is installed and the export can be
     found or made, else PyTorch fp32 (the same probabilities within 1e-5, so falling back changes no answer).
+    With a reduced precision it is the one engine that runs it (bf16: torch, int8: onnx).
     """
     check_engine(engine, precision)
+    if engine == "auto" and precision != "fp32":
+        engine = "torch" if precision == "bf16" else "onnx"
     if engine == "torch":
         return TorchEngine(model, precision)
     from dermlens.deploy.onnx_export import ensure_export, onnxruntime
