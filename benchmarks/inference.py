@@ -190,7 +190,7 @@ def measure_end_to_end(model_dir: Path, jpegs: Path, out: Path, workers: int, qu
     def run(inputs: list[Path], target: Path, engine: str, precision: str) -> float:
         command = [sys.executable, "-m", "dermlens", "predict", *map(str, inputs), "--model", str(model_dir),
                    "--out", str(target), "--engine", engine, "--precision", precision, "--workers", str(workers),
-                   "--batch-size", "32", "--no-progress"]
+                   "--batch-size", "32", "--no-progress", "--overwrite"]  # a re-run replaces its own outputs
         started = time.perf_counter()
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode != 0:
