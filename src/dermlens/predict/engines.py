@@ -10,7 +10,8 @@ rest (tree sum, top-5, triage) the same way whichever it is.
                  with bf16 or int8, auto is the engine that runs that precision)
     torch fp32   the network in PyTorch eager mode (exact reference; what autograd, e.g. saliency, needs)
     torch bf16   the same under CPU autocast to bfloat16 (AVX-512 BF16 / AMX matrix units; about 3 significant digits)
-    onnx  fp32   ONNX Runtime on the exported graph (within 1e-5 of torch; about 2.8x torch's rate end to end here)
+    onnx  fp32   ONNX Runtime on the exported graph (within 1e-5 of torch; 131 vs 47 images/s end to end on an idle
+                 2-core machine, benchmarks/inference.py)
     onnx  int8   ONNX Runtime on the statically quantized graph (calibrated; see ``deploy.onnx_export``)
 """
 from __future__ import annotations
