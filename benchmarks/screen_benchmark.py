@@ -156,7 +156,7 @@ def make_benchmark(data: str | Path, out_dir: str | Path, patients: int = 100, s
         raise FileNotFoundError(f"{data}: no labels.csv here (expected the HAM10000 folder with images/ and masks/)")
     out.mkdir(parents=True, exist_ok=True)
     sources = _source_lesions(data, split, seed)
-    embeddings = _embed_sources(sources, out / "embeddings.npz", predictor or Predictor(), progress)
+    embeddings = _embed_sources(sources, out / "embeddings.npz", predictor or Predictor(engine="torch"), progress)
     manifest = {"split": split, "seed": seed, "data": str(data), "photo_size": list(PHOTO_SIZE),
                 "lesion_diameter_px": list(LESION_DIAMETER), "patients": []}
     for p in tqdm(range(patients), desc=f"compose patients ({split})", unit="patient", disable=not progress):

@@ -7,6 +7,7 @@ partition of 60 images would be a single class at the root, and every prediction
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,19 @@ TINY_TRAIN_CONFIG = TrainConfig(
     lr=3e-4,  # gentle: a few large Adam steps leave the ImageNet features chaotic (outputs jump on JPEG noise)
     warmup_epochs=0.3,
 )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_export_cache(tmp_path_factory):
+    """ONNX exports (``engine="auto"`` makes one on first use) go to a private cache, never to the user's ~/.cache."""
+    cache = tmp_path_factory.mktemp("dermlens-cache")
+    saved = os.environ.get("DERMLENS_CACHE")
+    os.environ["DERMLENS_CACHE"] = str(cache)
+    yield cache
+    if saved is None:
+        os.environ.pop("DERMLENS_CACHE", None)
+    else:
+        os.environ["DERMLENS_CACHE"] = saved
 
 
 @pytest.fixture(scope="session")

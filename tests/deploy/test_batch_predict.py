@@ -8,17 +8,13 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
+from PIL import Image
 from typer.testing import CliRunner
 
 from dermlens.cli import app
-from dermlens.predict.batch import (
-    DecodingDataset,
-    OutputMismatchError,
-    collate_with_errors,
-    collect_inputs,
-    predict_files,
-    read_image_list,
-)
+from dermlens.data.torch_dataset import DecodeFailure, TolerantImageDataset, collate_keeping_failures
+from dermlens.predict.batch import OutputMismatchError, collect_inputs, predict_files, read_image_list
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +36,7 @@ class Crashing:
 
     def __init__(self, predictor, crash_at: int):
         self.predictor, self.crash_at, self.batches = predictor, crash_at, 0
-        self.node_ids, self.transform = predictor.node_ids, predictor.transform
+        self.node_ids, self.transform, self.engine_name = predictor.node_ids, predictor.transform, predictor.engine_name
 
     def predict_tensors(self, batch, names, *args, **kwargs):
         self.batches += 1
@@ -73,17 +69,42 @@ def test_decoding_failures_travel_back_from_worker_processes_as_data(archive, pr
     from torch.utils.data import DataLoader
 
     files = collect_inputs([archive])
-    loader = DataLoader(DecodingDataset(files, predictor.transform), batch_size=8, num_workers=2,
-                        collate_fn=collate_with_errors)
+    loader = DataLoader(TolerantImageDataset(files, predictor.transform), batch_size=8, num_workers=2,
+                        collate_fn=collate_keeping_failures)
     seen, failed = [], {}
     for batch in loader:
-        seen += batch["indices"] + [i for i, _ in batch["failed"]]
-        failed.update(dict(batch["failed"]))
-        if batch["images"] is not None:
-            assert batch["images"].shape[0] == len(batch["indices"])
+        seen += batch.indices + [i for i, _ in batch.failures]
+        failed.update(dict(batch.failures))
+        if batch.images is not None:
+            assert batch.images.shape[0] == len(batch.indices) == len(batch.shorter_sides)
+            assert all(side >= 64 for side in batch.shorter_sides)  # the decoded photo's, not the tensor's
     assert sorted(seen) == list(range(22))
     assert {files[i].name for i in failed} == {"img05b.png", "img11b.jpg"}
-    assert "not an image file" in failed[[f.name for f in files].index("img05b.png")]
+    not_png = failed[[f.name for f in files].index("img05b.png")]
+    assert isinstance(not_png, DecodeFailure) and not_png.path.endswith("img05b.png")
+    assert "not an image file" in not_png.reason and str(not_png) == f"{not_png.path}: {not_png.reason}"
+
+
+def test_a_batch_of_only_bad_files_has_no_images_and_keeps_every_failure(tmp_path, predictor):
+    bad = [tmp_path / "a.png", tmp_path / "missing.jpg"]
+    bad[0].write_bytes(b"not a PNG")
+    batch = collate_keeping_failures([TolerantImageDataset(bad, predictor.transform)[i] for i in range(2)])
+    assert batch.images is None and batch.indices == [] and [i for i, _ in batch.failures] == [0, 1]
+    assert batch.failures[1][1].reason == "file not found"
+
+
+def test_a_transform_that_breaks_on_one_file_marks_that_file_only(archive, tmp_path):
+    def picky(image):
+        if image.size[0] % 2:
+            raise RuntimeError("odd width")
+        return torch.zeros(3, 8, 8)
+
+    odd = tmp_path / "odd.png"
+    Image.new("RGB", (65, 64)).save(odd)
+    dataset = TolerantImageDataset([odd, next(archive.glob("*.png"))], picky)
+    _, failure, side = dataset[0]
+    assert failure.reason == "cannot process image (RuntimeError: odd width)" and side == 0
+    assert dataset[1][1].shape == (3, 8, 8)
 
 
 @pytest.mark.parametrize("workers", [0, 2])
@@ -92,6 +113,7 @@ def test_rows_match_the_predictor_with_errors_in_place(archive, predictor, tmp_p
     out = tmp_path / "predictions.csv"
     summary = predict_files(predictor, files, out, batch_size=5, num_workers=workers, progress=False)
     assert (summary.total, summary.predicted, summary.failed) == (22, 20, 2)
+    assert summary.engine == predictor.engine_name
     rows = _csv_rows(out)
     assert [r["image"] for r in rows] == [str(f) for f in files]
     expected = predictor.predict([str(f) for f in files])

@@ -26,6 +26,7 @@ from dermlens.deploy.onnx_export import (
     weights_digest,
 )
 from dermlens.models import load_model
+from dermlens.models.features import pre_logits
 from dermlens.models.inference import predict_batch
 from dermlens.predict import Predictor
 
@@ -58,6 +59,13 @@ def test_fp32_onnx_probabilities_match_pytorch_within_1e_4(tiny_model_dir, image
         assert got.shape == reference.shape
         assert np.abs(got - reference).max() < PARITY
         assert np.allclose(got.sum(1), 1, atol=1e-5)  # probabilities come out, not logits
+
+
+def test_the_export_also_gives_the_embedding_the_classifier_reads(tiny_model_dir, images, fp32_export):
+    model, _ = load_model(tiny_model_dir)
+    probabilities, embeddings = OnnxEngine(fp32_export).probabilities_and_embeddings(images)
+    assert torch.allclose(embeddings, pre_logits(model, images), atol=1e-4)
+    assert np.abs(probabilities.numpy() - predict_batch(model, images).numpy()).max() < PARITY
 
 
 def test_tta_views_are_averaged_the_same_way(tiny_model_dir, images, fp32_export):
@@ -122,8 +130,9 @@ def test_an_export_next_to_the_model_is_used_only_when_its_hash_matches(tiny_mod
     assert ensure_export(stale, "fp32").path != stale / "model.onnx"
 
 
-def test_predictor_api_is_the_same_with_the_onnx_engine(tiny_model_dir, synthetic_parts, predictor, fp32_export):
+def test_predictor_api_is_the_same_with_the_onnx_engine(tiny_model_dir, synthetic_parts, fp32_export):
     files = [str(r.path) for r in synthetic_parts["test"]] + ["/no/such/file.jpg"]
+    predictor = Predictor(tiny_model_dir, engine="torch")
     onnx_predictor = Predictor(tiny_model_dir, engine="onnx")
     assert isinstance(onnx_predictor.engine, OnnxEngine) and isinstance(predictor.engine, TorchEngine)
     a, b = predictor.predict(files), onnx_predictor.predict(files)

@@ -39,7 +39,7 @@ class Interrupted:
 
     def __init__(self, predictor, at: int):
         self.predictor, self.at, self.batches = predictor, at, 0
-        self.node_ids, self.transform = predictor.node_ids, predictor.transform
+        self.node_ids, self.transform, self.engine_name = predictor.node_ids, predictor.transform, predictor.engine_name
 
     def predict_tensors(self, batch, names, *args, **kwargs):
         self.batches += 1

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from dermlens.taxonomy.infer import TreeSum
-from dermlens.taxonomy import ClassAssignment, TrainingClass, node_probabilities, tree_sum_matrix
+from dermlens.taxonomy import TrainingClass, node_probabilities, tree_sum_matrix
 
 T = TrainingClass
 

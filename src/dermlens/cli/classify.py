@@ -96,7 +96,7 @@ def predict(
     out: Annotated[Optional[Path], typer.Option(file_okay=False, help="Write predictions.<format> into this folder instead of stdout.")] = None,
     tta: Annotated[int, typer.Option(min=1, max=8, help="Test-time augmentation views (1-8): flips and right-angle rotations, averaged.")] = 1,
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
-    engine: Annotated[str, typer.Option(help="torch or onnx (ONNX Runtime; the export is made and cached on first use).")] = "torch",
+    engine: Annotated[str, typer.Option(help="auto (ONNX Runtime fp32 when installed, else torch), torch or onnx; the ONNX export is made and cached on first use.")] = "auto",
     precision: Annotated[str, typer.Option(help="fp32, bf16 (torch) or int8 (onnx; needs `dermlens export --int8` first).")] = "fp32",
     workers: Annotated[int, typer.Option(min=0, help="Decoding worker processes (0: decode in this process).")] = 2,
     resume: Annotated[bool, typer.Option(help="Skip images already in --out's predictions file and append the rest.")] = False,
@@ -136,7 +136,8 @@ def predict(
         skipped = f", {summary.skipped} already done" if summary.skipped else ""
         earlier = (f" (and {summary.earlier_failed} failed in an earlier run; --retry-failed tries them again)"
                    if summary.earlier_failed else "")
-        typer.echo(f"{summary.total} images{skipped}, {summary.failed} failed{earlier}; predictions in {target}", err=True)
+        typer.echo(f"{summary.total} images{skipped}, {summary.failed} failed{earlier}; predictions in {target} "
+                   f"(engine: {summary.engine})", err=True)
     if summary.failed_in_file:  # the exit code describes the whole file, earlier runs' rows too
         raise typer.Exit(1)
 

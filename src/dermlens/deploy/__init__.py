@@ -2,7 +2,8 @@
 
     dermlens export --format onnx [--int8 --calibration-data D]      -> model.onnx / model.int8.onnx
 
-The engines that run an export, and batch prediction, are in :mod:`dermlens.predict`.
+The engines that run an export, and batch prediction, are in the predict package, one layer up: it imports
+this one, never the other way round.
 """
 from dermlens.deploy.onnx_export import ensure_export, export_model, export_onnx, quantize_int8
 

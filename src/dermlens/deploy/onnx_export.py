@@ -1,8 +1,10 @@
 """ONNX export of the whole classifier, and its int8 quantization.
 
-    preprocessed image (batch, 3, size, size) float32 ──► network ──► softmax ──► probabilities (batch, n_classes)
+    preprocessed image (batch, 3, size, size) float32 ──► network body ──► embedding (batch, n_features)
+                                                                      ──► classifier ──► softmax ──► probabilities (batch, n_classes)
 
-The tree sum over the taxonomy stays in Python (a (nodes x classes) matrix product, see ``Predictor``), so one
+The embedding (the classifier's input, ``models.features.pre_logits``) is a second output so that one ONNX pass
+also feeds the gate's out-of-distribution check and the modality recogniser, as one PyTorch pass does. The tree sum over the taxonomy stays in Python (a (nodes x classes) matrix product, see ``Predictor``), so one
 export serves any taxonomy view of the same training classes. The batch axis is dynamic; the spatial size is the
 model's own (TF-style "same" padding of EfficientNet-Lite depends on it, and a fixed size lets the exporter fold it).
 
@@ -10,6 +12,9 @@ Every exported file carries the SHA-256 of the weights it came from in its metad
 an export of other weights. Exports made on first use go to a user cache directory (``$DERMLENS_CACHE``, else
 ``$XDG_CACHE_HOME/dermlens``, else ``~/.cache/dermlens``) under that hash; an export shipped next to the model
 (``model.onnx`` / ``model.int8.onnx`` in the model folder) is used instead when its hash matches.
+The cache, not the model folder, is written because the folder may be read-only (the bundled weights inside an
+installed package) or shared by several users; the digest key makes a stale entry impossible to pick up, and a
+write is atomic, so concurrent first uses are safe.
 """
 from __future__ import annotations
 
@@ -29,10 +34,11 @@ import torch
 from dermlens.extras import require
 from dermlens.models.saved import WEIGHTS_FILE, ModelConfig, read_config
 
-EXPORT_VERSION = 1  # bump when the exported graph changes meaning; it is part of every cache key
+EXPORT_VERSION = 2  # bump when the exported graph changes meaning; it is part of every cache key (2: + embedding)
 OPSET = 17
 INPUT_NAME = "image"
 OUTPUT_NAME = "probabilities"
+EMBEDDING_NAME = "embedding"
 PRECISIONS = ("fp32", "int8")
 FILE_NAMES = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
 ONNX_FEATURE = "ONNX export and --engine onnx"  # onnx and onnxruntime are the optional [deploy] extra
@@ -42,15 +48,18 @@ class MissingExportError(FileNotFoundError):
     """An int8 export was asked for but none exists (int8 needs calibration images, so it is never made silently)."""
 
 
-class ProbabilityModel(torch.nn.Module):
-    """The network plus its softmax: what is exported, so that ONNX gives probabilities like the Predictor does."""
+class ExportedClassifier(torch.nn.Module):
+    """What is exported: probabilities (the network plus its softmax, as the Predictor reads them) and the
+    embedding the classifier reads (the same pooled vector as ``models.features.pre_logits``)."""
 
     def __init__(self, network: torch.nn.Module):
         super().__init__()
         self.network = network
+        self.classifier = network.get_classifier()
 
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.network(image).softmax(-1)
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        embedding = self.network.forward_head(self.network.forward_features(image), pre_logits=True)
+        return self.classifier(embedding).softmax(-1), embedding
 
 
 def freeze_same_padding(network: torch.nn.Module, size: int) -> torch.nn.Module:
@@ -116,15 +125,13 @@ def cached_export_path(digest: str, precision: str = "fp32") -> Path:
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:
-    onnx = require("onnx", "deploy", ONNX_FEATURE)
-
+    onnx = _onnx()
     model = onnx.load(str(path), load_external_data=False)
     return {p.key: p.value for p in model.metadata_props}
 
 
 def _write_metadata(path: Path, metadata: dict[str, str]) -> None:
-    onnx = require("onnx", "deploy", ONNX_FEATURE)
-
+    onnx = _onnx()
     model = onnx.load(str(path))
     del model.metadata_props[:]
     for key, value in metadata.items():
@@ -145,14 +152,14 @@ def _atomic_target(out_path: Path) -> Path:
 
 def export_onnx(model_dir: str | Path, out_path: str | Path, *, network: torch.nn.Module | None = None,
                 config: ModelConfig | None = None) -> Path:
-    """Write the fp32 ONNX model of ``model_dir`` (probabilities out, dynamic batch) to ``out_path``."""
+    """Write the fp32 ONNX model of ``model_dir`` (probabilities and embedding out, dynamic batch) to ``out_path``."""
     from dermlens.models import load_model
 
     model_dir, out_path = Path(model_dir), Path(out_path)
     if network is None or config is None:
         network, config = load_model(model_dir)
     size = config.preprocessing.size
-    wrapped = ProbabilityModel(freeze_same_padding(network, size)).eval()
+    wrapped = ExportedClassifier(freeze_same_padding(network, size)).eval()
     example = torch.zeros(2, 3, size, size)
     tmp = _atomic_target(out_path)
     try:
@@ -163,8 +170,8 @@ def export_onnx(model_dir: str | Path, out_path: str | Path, *, network: torch.n
             warnings.simplefilter("ignore", UserWarning)  # shape-inference notes of the TorchScript exporter
             torch.onnx.export(
                 wrapped, (example,), str(tmp), dynamo=False, opset_version=OPSET,
-                input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                input_names=[INPUT_NAME], output_names=[OUTPUT_NAME, EMBEDDING_NAME],
+                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}, EMBEDDING_NAME: {0: "batch"}},
             )
         _write_metadata(tmp, {
             "dermlens_weights_sha256": weights_digest(model_dir, config),
@@ -250,8 +257,8 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, calibration: Iter
     """Static int8 quantization (QDQ, per-channel int8 weights, uint8 activations: the layout ORT's x86 VNNI
     kernels run fastest) with activation ranges from ``calibration`` images. The softmax stays in float: its
     output is what the triage threshold reads, and 1/256 steps would move it."""
-    onnx = require("onnx", "deploy", ONNX_FEATURE)
-    require("onnxruntime", "deploy", "int8 quantization")
+    onnx = _onnx()
+    onnxruntime()
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -349,8 +356,7 @@ def export_model(model_dir: str | Path, out_dir: str | Path | None = None, *, in
 
 
 def session_options(threads: int | None = None):
-    ort = require("onnxruntime", "deploy", ONNX_FEATURE)
-
+    ort = onnxruntime()
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads:
@@ -360,3 +366,18 @@ def session_options(threads: int | None = None):
 
 def onnx_class_probabilities(session, batch: np.ndarray) -> np.ndarray:
     return session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(batch, dtype=np.float32)})[0]
+
+
+def onnx_probabilities_and_embeddings(session, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    probabilities, embeddings = session.run([OUTPUT_NAME, EMBEDDING_NAME],
+                                            {INPUT_NAME: np.ascontiguousarray(batch, dtype=np.float32)})
+    return probabilities, embeddings
+
+
+def _onnx():
+    return require("onnx", "deploy", ONNX_FEATURE)
+
+
+def onnxruntime():
+    """The onnxruntime module, or one clear error naming the extra that installs it."""
+    return require("onnxruntime", "deploy", ONNX_FEATURE)

@@ -36,7 +36,7 @@ def render_cases(model_dir: Path, records, cases: list[dict], class_nodes: list[
     from dermlens.predict import Predictor
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    predictor = Predictor(model_dir)
+    predictor = Predictor(model_dir, engine="torch")  # saliency needs autograd; an ONNX export would go unused
     items, failures = [], []
     for n, case in enumerate(tqdm(cases, desc="saliency maps", unit="img", disable=not progress)):
         record = records[case["index"]]
@@ -66,7 +66,8 @@ def explain_image(image, model_dir: Path | None, out_dir: Path, target: str | No
     from dermlens.predict import Predictor
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    predictor = Predictor(model_dir)
+    # torch: the saliency maps need autograd, and the prediction then comes from the very network they explain
+    predictor = Predictor(model_dir, engine="torch")
     photo = load_image(image)
     stem = Path(str(image)).stem if isinstance(image, (str, Path)) else "image"
     prediction = predictor.predict([photo], names=[str(image)])[0]

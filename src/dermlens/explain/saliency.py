@@ -145,7 +145,8 @@ def saliency_map(
     """Saliency of ``target_class`` for one photo.
 
     Args:
-        predictor: a :class:`dermlens.predict.Predictor` (its model, preprocessing and taxonomy are used).
+        predictor: a :class:`dermlens.predict.Predictor` (its PyTorch model, preprocessing and taxonomy are used;
+            make it with ``engine="torch"`` when its predictions go next to the map, so both come from one network).
         image: anything :func:`dermlens.data.io.load_image` reads (path, bytes, PIL image, array).
         target_class: ``None`` (the image's top class), a class index, a training-class node id, or any taxonomy
             node that training classes sum into (e.g. ``"malignant"``).

@@ -23,7 +23,7 @@ in ``config.json["gate"]``, next to the operating points.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np

@@ -1,7 +1,8 @@
 """Prediction: the one Predictor (load a model once, answer many photos), its engines and batch prediction.
 
 - ``predictor``  Predictor and Prediction: gate, network, tree sum and triage for any image input
-- ``engines``    the network behind the Predictor: PyTorch (autograd, saliency) or ONNX Runtime (fast, exact)
+- ``engines``    the network behind the Predictor: ``auto`` (default: ONNX Runtime fp32 when installed, else
+                 PyTorch), PyTorch (autograd, saliency: ask for ``engine="torch"``) or ONNX Runtime (fast, exact)
 - ``batch``      folders and lists of photos to CSV/JSON, row by row, resumable, bad files reported not fatal
 
 ONNX export itself lives in :mod:`dermlens.deploy`; this package calls it, never the other way round.

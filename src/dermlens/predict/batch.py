@@ -1,7 +1,8 @@
 """Batch prediction over archives: folders and CSV lists of images, written as the results come.
 
-    paths / folders / CSV lists ──► DataLoader (worker processes decode + preprocess; a bad file becomes an error
-    marker, never an exception) ──► batches ──► Predictor.predict_tensors ──► rows appended and flushed per batch
+    paths / folders / CSV lists ──► DataLoader over data.TolerantImageDataset (worker processes decode and
+    preprocess; a bad file becomes a DecodeFailure, never an exception) ──► Predictor.predict_tensors
+    ──► rows appended and flushed per batch
 
 A crash loses nothing already written: every batch is flushed before the next one is read, and a JSON file is a
 complete, valid array after every batch (an interrupted batch is cut back off). ``resume=True`` reads the output
@@ -20,10 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
-from dermlens.data.io import IMAGE_EXTENSIONS, ImageDecodeError, find_images, is_image_file, load_image
+from dermlens.data.io import IMAGE_EXTENSIONS, find_images, is_image_file
+from dermlens.data.torch_dataset import TolerantImageDataset, collate_keeping_failures
+from dermlens.predict.predictor import Prediction
 
 LIST_COLUMNS = ("image", "path", "file", "filename", "image_path", "filepath")
 
@@ -92,37 +94,6 @@ def collect_inputs(paths: Sequence[str | Path], on_empty: Callable[[str], None] 
         if on_empty:
             on_empty(message)
     return files
-
-
-class DecodingDataset(Dataset):
-    """(index, tensor or None, error text, shorter side in pixels): decoding failures travel back from the workers
-    as data; the photo's size goes with its tensor for the gate's resolution check."""
-
-    def __init__(self, paths: Sequence[str | Path], transform: Callable):
-        self.paths = [str(p) for p in paths]
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int):
-        try:
-            image = load_image(self.paths[index])
-            return index, self.transform(image), "", min(image.size)
-        except ImageDecodeError as e:
-            return index, None, e.reason, 0
-        except Exception as e:  # noqa: BLE001 - one odd file must not end a batch of a million
-            return index, None, f"cannot process image ({type(e).__name__}: {e})", 0
-
-
-def collate_with_errors(items: list) -> dict:
-    good = [(i, t, side) for i, t, _, side in items if t is not None]
-    return {
-        "indices": [i for i, _, _ in good],
-        "images": torch.stack([t for _, t, _ in good]) if good else None,
-        "shorter_sides": [side for _, _, side in good],
-        "failed": [(i, error) for i, t, error, _ in items if t is None],
-    }
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -282,6 +253,7 @@ def _drop_rows(path: Path, format: str, images: set[str]) -> None:
 
 @dataclass
 class BatchSummary:
+    engine: str = ""  # what ran the network, e.g. "onnx fp32" (Predictor.engine_name)
     total: int = 0  # images found
     skipped: int = 0  # already in the output (resume)
     predicted: int = 0
@@ -369,33 +341,32 @@ def predict_files(
     names = [str(f) for f in files]
     writer, stream, done = open_output(out_path, format, predictor.node_ids, resume, retry_failed, overwrite)
     todo = [n for n in names if n not in done]
-    summary = BatchSummary(total=len(names), skipped=len(names) - len(todo))
+    summary = BatchSummary(engine=predictor.engine_name, total=len(names), skipped=len(names) - len(todo))
     summary.earlier_failures = [(n, done[n]) for n in dict.fromkeys(names) if done.get(n)]
     summary.earlier_failed = len(summary.earlier_failures)
     loader = DataLoader(
-        DecodingDataset(todo, predictor.transform), batch_size=batch_size, num_workers=num_workers,
-        collate_fn=collate_with_errors, persistent_workers=False,
-        prefetch_factor=4 if num_workers > 0 else None,
+        TolerantImageDataset(todo, predictor.transform), batch_size=batch_size, num_workers=num_workers,
+        collate_fn=collate_keeping_failures, prefetch_factor=4 if num_workers > 0 else None,
     )
     try:
         with tqdm(total=len(todo), desc="predict", unit="img", disable=not progress, file=sys.stderr) as bar:
             for batch in loader:
                 rows = {}
-                if batch["images"] is not None:
-                    predictions = predictor.predict_tensors(batch["images"], [todo[i] for i in batch["indices"]], modality,
-                                                            batch["shorter_sides"])
-                    rows.update(zip(batch["indices"], predictions))
-                for index, error in batch["failed"]:
-                    rows[index] = _failed(todo[index], error)
-                    summary.failures.append((todo[index], error))
+                if batch.images is not None:
+                    predictions = predictor.predict_tensors(batch.images, [todo[i] for i in batch.indices], modality,
+                                                            batch.shorter_sides)
+                    rows.update(zip(batch.indices, predictions))
+                for index, failure in batch.failures:
+                    rows[index] = Prediction(image=todo[index], error=failure.reason)
+                    summary.failures.append((todo[index], failure.reason))
                     if on_error:
-                        on_error(todo[index], error)
+                        on_error(todo[index], failure.reason)
                 for index in sorted(rows):  # input order, failures in their place
                     writer.write(rows[index])
                 writer.end_batch()
                 stream.flush()  # results so far survive a crash
-                summary.predicted += len(rows) - len(batch["failed"])
-                summary.failed += len(batch["failed"])
+                summary.predicted += len(batch.indices)
+                summary.failed += len(batch.failures)
                 bar.update(len(rows))
         writer.close()
     except BaseException:  # Ctrl-C or an error: leave the file as it was after the last complete batch
@@ -407,8 +378,3 @@ def predict_files(
             stream.close()
     return summary
 
-
-def _failed(name: str, error: str):
-    from dermlens.predict import Prediction
-
-    return Prediction(image=name, error=error)

@@ -18,7 +18,7 @@ from dermlens.data.io import ImageDecodeError, load_image
 from dermlens.data.transforms import build_eval_transform
 from dermlens.gate import Gate, GateVerdict, not_checked
 from dermlens.models import ModelConfig, load_model
-from dermlens.models.features import classifier_layer, pre_logits
+from dermlens.models.features import pre_logits
 from dermlens.models.modality import ModalityRecogniser, check_modality
 from dermlens.taxonomy import Taxonomy, TreeSum, default_taxonomy
 
@@ -67,6 +67,12 @@ class Prediction:
         }
 
 
+def _normalised(probabilities: torch.Tensor) -> np.ndarray:
+    """float64 rows summing to 1: float32 softmax sums drift, and the tree sum should not."""
+    probs = probabilities.double().numpy()
+    return probs / probs.sum(1, keepdims=True)
+
+
 def _is_single_image(images) -> bool:
     """A path, bytes, a PIL image or a (H, W[, C]) array: one image where a sequence of them was expected."""
     from PIL import Image
@@ -79,10 +85,14 @@ class Predictor:
     """Load once, predict many. ``Predictor()`` uses the bundled model; ``Predictor("runs/x/model")`` another."""
 
     def __init__(self, model_dir: str | Path | None = None, taxonomy: Taxonomy | None = None, tta: int = 1,
-                 engine: str = "torch", precision: str = "fp32", threads: int | None = None, gate: bool = True):
-        """``engine``: "torch" (``precision`` fp32 or bf16) or "onnx" (ONNX Runtime, fp32 or int8; the fp32 export
-        is made and cached on first use, see ``dermlens.deploy``). ``gate=False`` (research use) answers for every
-        photo without checking it, and says so in each prediction (``quality`` is ``not_checked``)."""
+                 engine: str = "auto", precision: str = "fp32", threads: int | None = None, gate: bool = True):
+        """``engine``: "auto" (the default: ONNX Runtime fp32 when onnxruntime is installed and the model exports,
+        else PyTorch fp32; the same probabilities within 1e-5), "torch" (``precision`` fp32 or bf16; ask for it
+        when autograd is needed, e.g. saliency) or "onnx" (ONNX Runtime, fp32 or int8). The fp32 export is made on
+        first use and cached by the weights' digest (see ``dermlens.deploy.onnx_export``); ``engine_name`` says
+        which engine runs. ``self.model`` is the PyTorch network whatever the engine.
+        ``gate=False`` (research use) answers for every photo without checking it, and says so in each prediction
+        (``quality`` is ``not_checked``)."""
         if not 1 <= tta <= 8:  # never clamped silently: 100 views would quietly be 8
             raise ValueError(f"tta must be 1-8 test-time augmentation views; got {tta}")
         self.taxonomy = taxonomy or default_taxonomy()
@@ -98,9 +108,14 @@ class Predictor:
         from dermlens.predict.engines import make_engine
 
         self.engine = make_engine(self.model_dir, self.model, self.config, engine, precision, threads)
-        # torch fp32 without TTA: the classifier's last layer on the embedding gives exactly the model's logits, so
-        # one pass serves the diagnosis, the modality recogniser and the gate
-        self._one_pass = engine == "torch" and precision == "fp32" and tta <= 1
+        # an exact engine without TTA gives the embedding with the probabilities: one pass serves the diagnosis,
+        # the modality recogniser and the gate
+        self._one_pass = self.engine.exact and tta <= 1
+
+    @property
+    def engine_name(self) -> str:
+        """The engine that runs, e.g. "onnx fp32" or "torch fp32" (what ``engine="auto"`` chose)."""
+        return self.engine.name
 
     @property
     def operating_point(self):
@@ -110,8 +125,7 @@ class Predictor:
         return self.transform(load_image(image))
 
     def class_probabilities(self, batch: torch.Tensor) -> np.ndarray:
-        probs = self.engine.class_probabilities(batch, self.tta).double().numpy()
-        return probs / probs.sum(1, keepdims=True)  # float32 softmax sums drift; the tree sum should not
+        return _normalised(self.engine.class_probabilities(batch, self.tta))
 
     def node_probabilities(self, class_probs: np.ndarray) -> np.ndarray:
         """(batch, nodes): the probability of a node is the sum over the training classes at or below it."""
@@ -194,23 +208,18 @@ class Predictor:
         when not given: the tensor alone no longer knows)."""
         embeddings = None
         if self._one_pass:
-            embeddings = self.embeddings(batch)
-            class_probs = self._probabilities_from(embeddings)
+            probabilities, embeddings = self.engine.probabilities_and_embeddings(batch)
+            class_probs = _normalised(probabilities)
         else:
             class_probs = self.class_probabilities(batch)
         node_probs = self.node_probabilities(class_probs)
         if embeddings is None and ((self.gate is not None and self.gate.fitted)
                                    or (check_modality(modality) is None and self.modality_recogniser is not None)):
-            embeddings = self.embeddings(batch)  # one extra pass (ONNX, bf16 or TTA), shared by both
+            embeddings = self.embeddings(batch)  # one extra pass (int8, bf16 or TTA), shared by both
         modalities, source = self.modalities(batch, modality, embeddings)
         verdicts = self.gate_verdicts(batch, embeddings, shorter_sides)
         return [self._describe(n, c, p, m, source, v)
                 for n, c, p, m, v in zip(names, class_probs, node_probs, modalities, verdicts)]
-
-    @torch.inference_mode()
-    def _probabilities_from(self, embeddings: torch.Tensor) -> np.ndarray:
-        probs = torch.softmax(classifier_layer(self.model)(embeddings).float(), -1).double().numpy()
-        return probs / probs.sum(1, keepdims=True)
 
     def predict_records(self, records: Sequence, batch_size: int = 32, num_workers: int = 2, progress: bool = True) -> np.ndarray:
         """Class probabilities (n, n_classes) for labelled records; decoding runs in worker processes."""

@@ -131,7 +131,8 @@ class Screener:
         from dermlens.predict import Predictor
 
         self.config = config
-        self.predictor = predictor or Predictor(model_dir)
+        # torch: crops go through predictor.model for the embedding and probabilities together (CropAnalyser)
+        self.predictor = predictor or Predictor(model_dir, engine="torch")
         self.analyser = CropAnalyser(self.predictor, config.batch_size)
         if lesion_head is False:
             self.head = None

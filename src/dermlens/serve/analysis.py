@@ -222,6 +222,7 @@ def model_summary(predictor: Predictor, limits: dict) -> dict:
         "input_size": config.preprocessing.size,
         "preprocessing": config.preprocessing.to_dict(),
         "tta": predictor.tta,
+        "engine": predictor.engine_name,
         "taxonomy": {"version": config.taxonomy_version, "fingerprint": config.taxonomy_fingerprint},
         "classes": [
             {"node": c.node, "name": taxonomy[c.node].name, "training_images": c.count, "own_only": c.own_only}

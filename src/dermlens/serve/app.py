@@ -135,7 +135,9 @@ def create_app(
         upload_timeout: seconds an upload may stall (nothing received) before it gets 408 and is closed.
     """
     if predictor is None:
-        predictor = Predictor(model_dir, tta=tta)
+        # torch: every answer carries a saliency map (autograd), which then explains the very probabilities shown;
+        # next to the backward pass, a faster forward pass would save little
+        predictor = Predictor(model_dir, tta=tta, engine="torch")
     pool = InferencePool(max_concurrency, max_queue)
     limits = {"max_upload_bytes": max_upload_bytes, "max_pixels": max_pixels, "max_concurrency": max_concurrency,
               "max_queue": max_queue}

@@ -10,33 +10,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from dermlens.data.io import ImageDecodeError, load_image
 from dermlens.data.records import Record
+from dermlens.data.torch_dataset import TolerantImageDataset, collate_keeping_failures
 from dermlens.data.transforms import Preprocessing, build_eval_transform
 from dermlens.study.design import StudyConfig
 
 
 L2_GRID = (3.0, 1.0, 0.3, 0.1, 0.03, 0.01, 3e-3, 1e-3, 3e-4)  # strongest first: each fit warm-starts the next
 DEFAULT_L2 = 1e-2
-class _TolerantDataset(Dataset):
-    """Images through a transform; an undecodable one yields a zero image and ok=False instead of killing the run."""
-
-    def __init__(self, records, transform, size: int):
-        self.records, self.transform, self.size = list(records), transform, size
-
-    def __len__(self):
-        return len(self.records)
-
-    def __getitem__(self, i):
-        try:
-            return self.transform(load_image(self.records[i].path)), True, ""
-        except ImageDecodeError as e:
-            return torch.zeros(3, self.size, self.size), False, str(e)
-
-
 def feature_preprocessing(cfg: StudyConfig) -> Preprocessing:
     from dermlens.models import create_backbone
 
@@ -63,16 +47,18 @@ def compute_features(records: list[Record], cfg: StudyConfig, cache_dir: Path, p
             return stored["features"], stored["ok"], [str(e) for e in stored["errors"]], True
     model, _ = create_backbone(cfg.arch, 1, pretrained=True, weights=cfg.weights)
     model = model.to(memory_format=torch.channels_last).eval()
-    dataset = _TolerantDataset(records, build_eval_transform(pre), pre.size)
-    loader = DataLoader(dataset, batch_size=cfg.batch_size, num_workers=cfg.num_workers)
-    feats, oks, errors = [], [], []
+    dataset = TolerantImageDataset([r.path for r in records], build_eval_transform(pre))
+    loader = DataLoader(dataset, batch_size=cfg.batch_size, num_workers=cfg.num_workers,
+                        collate_fn=collate_keeping_failures)
+    features = np.zeros((len(records), model.num_features), np.float32)  # an unreadable image's row stays 0
+    ok, errors = np.zeros(len(records), bool), []
     with tqdm(total=len(records), desc="backbone features", unit="img", disable=not progress) as bar:
-        for images, ok, error in loader:
-            feats.append(extract_features(model, [images]).numpy())
-            oks.append(ok.numpy())
-            errors += [e for e in error if e]
-            bar.update(len(images))
-    features, ok = np.concatenate(feats).astype(np.float32), np.concatenate(oks).astype(bool)
+        for batch in loader:
+            if batch.images is not None:
+                features[batch.indices] = extract_features(model, [batch.images]).numpy()
+                ok[batch.indices] = True
+            errors += [str(failure) for _, failure in batch.failures]
+            bar.update(len(batch.indices) + len(batch.failures))
     cache_dir.mkdir(parents=True, exist_ok=True)
     np.savez(cache, features=features, ok=ok, errors=np.array(errors, dtype=str))
     return features, ok, errors, False
@@ -83,15 +69,17 @@ def fold_model_features(model_dir: Path, records: list[Record], cfg: StudyConfig
     from dermlens.models.features import extract_features
 
     model, config = load_model(model_dir)
-    dataset = _TolerantDataset(records, build_eval_transform(config.preprocessing), config.preprocessing.size)
-    loader = DataLoader(dataset, batch_size=cfg.batch_size, num_workers=cfg.num_workers)
-    feats, oks = [], []
+    dataset = TolerantImageDataset([r.path for r in records], build_eval_transform(config.preprocessing))
+    loader = DataLoader(dataset, batch_size=cfg.batch_size, num_workers=cfg.num_workers,
+                        collate_fn=collate_keeping_failures)
+    feats, kept = [np.zeros((0, model.num_features), np.float32)], []
     with tqdm(total=len(records), desc="last hidden layer", unit="img", disable=not progress) as bar:
-        for images, ok, _ in loader:
-            feats.append(extract_features(model, [images], progress=bar).numpy())
-            oks.append(ok.numpy())
-    ok = np.concatenate(oks).astype(bool)
-    return np.concatenate(feats)[ok], np.flatnonzero(ok)
+        for batch in loader:
+            if batch.images is not None:
+                feats.append(extract_features(model, [batch.images], progress=bar).numpy())
+                kept += batch.indices
+            bar.update(len(batch.failures))
+    return np.concatenate(feats), np.array(kept, dtype=np.int64)
 
 
 def train_linear_head(
