@@ -1,4 +1,4 @@
-"""Load run against `dermlens serve`: POST /api/v1/predict at concurrency 1, 4 and 16 from 127.0.0.1.
+"""Load run against `dermlens serve`: POST /api/v1/predict at concurrency 1, 8 and 32 from 127.0.0.1.
 
     python benchmarks/load.py                       # starts `dermlens serve` with the bundled model on a free port
     python benchmarks/load.py --model runs/x/model  # ... with another model
@@ -6,9 +6,11 @@
     python benchmarks/load.py --synthetic-model     # a tiny 64 px model trained on the spot (a smoke run only)
 
 Each level sends ``--requests`` photos (synthetic lesions rendered at ``--size``, JPEG, like a downscaled phone photo)
-from ``concurrency`` client threads with keep-alive connections, after a short warm-up, and prints requests/s, p50
-and p95 latency, and the number of errors (any answer but 200, or no answer). The target for the web service is no
-errors and p95 under 1 s at concurrency 4 on the bundled model with the default saliency (Grad-CAM).
+from ``concurrency`` client threads with keep-alive connections, after a short warm-up, and prints requests/s, p50,
+p95 and p99 latency of the answered requests, and what happened to the others: ``refused`` (503 with Retry-After: the
+server's queue was full and it said when to come back, which a client handles), ``errors`` (any other answer but 200)
+and ``dropped`` (no answer at all: a reset or time-out). Targets: no errors and none dropped at every level, every
+refusal a 503 with Retry-After.
 """
 from __future__ import annotations
 
@@ -98,12 +100,15 @@ def run_level(url: str, images: list[bytes], concurrency: int, n_requests: int, 
                     response = client.post(f"{url}/api/v1/predict", params={"saliency": saliency},
                                            files={"image": (f"photo{k}.jpg", images[k % len(images)], "image/jpeg")})
                     status = response.status_code
+                    if status == 503 and "retry-after" in response.headers:
+                        status = "refused"
                     timing = response.json().get("timing_ms") if status == 200 else None
                 except httpx.HTTPError as error:
-                    status, timing = type(error).__name__, None
+                    status, timing = f"dropped:{type(error).__name__}", None
                 elapsed = time.perf_counter() - started
                 with lock:
-                    latencies.append(elapsed)
+                    if status == 200:
+                        latencies.append(elapsed)
                     statuses[status] += 1
                     if timing:
                         server_ms.append(timing)
@@ -116,11 +121,15 @@ def run_level(url: str, images: list[bytes], concurrency: int, n_requests: int, 
         thread.join()
     wall = time.perf_counter() - started
     ok = statuses.get(200, 0)
-    quantiles = statistics.quantiles(latencies, n=100, method="inclusive") if len(latencies) > 1 else latencies * 99
+    quantiles = (statistics.quantiles(latencies, n=100, method="inclusive") if len(latencies) > 1
+                 else (latencies or [float("nan")]) * 99)
+    dropped = sum(v for k, v in statuses.items() if str(k).startswith("dropped"))
+    refused = statuses.get("refused", 0)
     return {
-        "concurrency": concurrency, "requests": len(latencies), "rps": ok / wall, "p50": quantiles[49],
-        "p95": quantiles[94], "errors": len(latencies) - ok,
-        "error_kinds": {str(k): v for k, v in statuses.items() if k != 200},
+        "concurrency": concurrency, "requests": sum(statuses.values()), "rps": ok / wall, "p50": quantiles[49],
+        "p95": quantiles[94], "p99": quantiles[98], "refused": refused, "dropped": dropped,
+        "errors": sum(statuses.values()) - ok - refused - dropped,
+        "error_kinds": {str(k): v for k, v in statuses.items() if k not in (200, "refused")},
         "server_ms": {
             key: statistics.mean(t[key] for t in server_ms) for key in ("decode", "predict", "saliency", "total")
         } if server_ms else {},
@@ -133,7 +142,7 @@ def main(argv=None) -> int:
     target.add_argument("--url", help="A running server, e.g. http://127.0.0.1:8000 (must be on 127.0.0.1).")
     target.add_argument("--model", type=Path, help="Model folder for the server this script starts.")
     target.add_argument("--synthetic-model", action="store_true", help="Train a tiny model first (smoke run).")
-    parser.add_argument("--levels", default="1,4,16", help="Concurrency levels, comma-separated.")
+    parser.add_argument("--levels", default="1,8,32", help="Concurrency levels, comma-separated.")
     parser.add_argument("--requests", type=int, default=48, help="Requests per level (after warm-up).")
     parser.add_argument("--size", default="640x480", help="Photo size WxH.")
     parser.add_argument("--saliency", default="gradcam", choices=["gradcam", "input_gradient", "none"])
@@ -164,15 +173,16 @@ def main(argv=None) -> int:
         print(f"photos {width}x{height} JPEG, saliency {args.saliency}, {args.requests} requests per level")
         images = photos(8, (width, height))
         run_level(url, images, 1, 3, args.saliency, args.timeout)  # warm-up: first-call allocations, caches
-        print(f"{'concurrency':>11} {'requests':>8} {'req/s':>7} {'p50 ms':>7} {'p95 ms':>7} {'errors':>6}   "
-              "server ms (decode/predict/saliency)")
+        print(f"{'concurrency':>11} {'requests':>8} {'req/s':>7} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} "
+              f"{'refused':>7} {'errors':>6} {'dropped':>7}   server ms (decode/predict/saliency)")
         for level in levels:
             r = run_level(url, images, level, args.requests, args.saliency, args.timeout)
             server = r["server_ms"]
             breakdown = f"{server['decode']:.0f}/{server['predict']:.0f}/{server['saliency']:.0f}" if server else "-"
-            kinds = f" {r['error_kinds']}" if r["errors"] else ""
+            kinds = f" {r['error_kinds']}" if r["errors"] or r["dropped"] else ""
             print(f"{r['concurrency']:>11} {r['requests']:>8} {r['rps']:>7.2f} {1000 * r['p50']:>7.0f} "
-                  f"{1000 * r['p95']:>7.0f} {r['errors']:>6}{kinds}   {breakdown}", flush=True)
+                  f"{1000 * r['p95']:>7.0f} {1000 * r['p99']:>7.0f} {r['refused']:>7} {r['errors']:>6} "
+                  f"{r['dropped']:>7}{kinds}   {breakdown}", flush=True)
     finally:
         if process is not None:
             process.terminate()

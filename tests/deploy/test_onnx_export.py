@@ -211,3 +211,25 @@ def test_bundled_model_onnx_parity_at_full_size():
     size = reference.config.preprocessing.size
     batch = torch.randn(4, 3, size, size, generator=torch.Generator().manual_seed(1))
     assert np.abs(engine.class_probabilities(batch).numpy() - reference.engine.class_probabilities(batch).numpy()).max() < PARITY
+
+
+def test_int8_export_records_how_many_triage_calls_it_changes(int8_export, tiny_model_dir):
+    from dermlens.deploy.onnx_export import int8_triage_shift
+    from dermlens.models import read_config
+
+    shift = int8_triage_shift(int8_export)
+    config = read_config(tiny_model_dir)
+    assert shift["images"] > 0
+    assert set(shift["operating_points"]) == {"unknown modality", *config.operating_points}
+    for point in shift["operating_points"].values():
+        assert 0 <= point["calls_changed"] <= shift["images"] and point["max_probability_change"] >= 0
+
+
+def test_an_exported_folder_is_a_model_folder_predict_runs_on(tiny_model_dir, tmp_path, images):
+    out = tmp_path / "exported"
+    written = export_model(tiny_model_dir, out)
+    assert written["fp32"] == out / "model.onnx"
+    onnx_predictor = Predictor(out, engine="onnx")
+    assert onnx_predictor.engine.path == out / "model.onnx"  # the folder's own export, found by its weights' hash
+    reference = Predictor(tiny_model_dir, engine="torch").engine.class_probabilities(images).numpy()
+    np.testing.assert_allclose(onnx_predictor.engine.class_probabilities(images).numpy(), reference, atol=1e-4)

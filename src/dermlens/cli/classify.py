@@ -152,7 +152,7 @@ def export_command(
     calibration_size: Annotated[int, typer.Option(help="How many calibration images to use at most.")] = 200,
 ):
     """Export the classifier (preprocessed image in, training-class probabilities out) for ONNX Runtime."""
-    from dermlens.deploy.onnx_export import export_model
+    from dermlens.deploy.onnx_export import export_model, int8_triage_shift
     from dermlens.predict import bundled_model_dir
 
     if format != "onnx":
@@ -160,9 +160,19 @@ def export_command(
     if int8 and calibration_data is None:
         raise typer.BadParameter("--int8 needs --calibration-data (a folder of images or a dataset)", param_hint="'--int8'")
     written = export_model(model or bundled_model_dir(), out, int8=int8, calibration_data=calibration_data,
-                           calibration_size=calibration_size)
+                           calibration_size=calibration_size, progress=True)
     for precision, path in written.items():
         typer.echo(f"{precision}: {path}")
+    if "int8" in written:
+        shift = int8_triage_shift(written["int8"]) or {}
+        for name, point in shift.get("operating_points", {}).items():
+            changed = point["calls_changed"]
+            typer.echo(f"int8 vs fp32 on {shift['images']} calibration images, {name} operating point: {changed} "
+                       f"triage call(s) changed, P(node) moved by {point['max_probability_change']:.4f} at most"
+                       + (" -- WARNING: int8 reuses fp32's threshold; re-tune it on validation data with "
+                          "`dermlens operating-point` or prefer fp32" if changed else ""), err=bool(changed))
+    if out:
+        typer.echo(f"`dermlens predict --model {out} --engine onnx` runs this folder.")
 
 
 @app.command("operating-point")
