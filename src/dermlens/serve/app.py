@@ -15,6 +15,7 @@ from fastapi import Request
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
+from pydantic import BaseModel
 
 from dermlens.data.io import ImageDecodeError
 from dermlens.explain.saliency import METHODS
@@ -65,12 +66,20 @@ IMAGE_FORM_SCHEMA = {
             }
         },
     },
-    "responses": {
-        "413": {"description": "Upload over the size limit, refused while reading"},
-        "415": {"description": "Not an image, or not a multipart form"},
-        "422": {"description": "Corrupt, truncated or empty image; too many pixels; bad metadata"},
-        "503": {"description": "Inference queue full; retry after the Retry-After header's seconds"},
-    },
+}
+
+
+class ErrorBody(BaseModel):
+    """Every refusal of the API: one sentence saying what is wrong and what to do (not FastAPI's list form)."""
+
+    detail: str
+
+
+PREDICT_ERRORS = {
+    413: {"model": ErrorBody, "description": "Upload over the size limit, refused while reading"},
+    415: {"model": ErrorBody, "description": "Not an image, or not a multipart form"},
+    422: {"model": ErrorBody, "description": "Corrupt, truncated or empty image; too many pixels; bad metadata"},
+    503: {"model": ErrorBody, "description": "Inference queue full; retry after the Retry-After header's seconds"},
 }
 
 
@@ -196,6 +205,7 @@ def create_app(
             "3-way and 9-way probabilities, the operating point in words, and a saliency overlay PNG (base64)."
         ),
         openapi_extra=IMAGE_FORM_SCHEMA,
+        responses=PREDICT_ERRORS,
     )
     async def predict(request: Request, saliency: str = "gradcam"):
         if saliency not in (*METHODS, "none"):
