@@ -8,9 +8,9 @@ tools and the CLI can use it without loading a deep-learning framework.
 """
 
 from dermlens.taxonomy.infer import NodeProbabilities, TreeSum, node_probabilities, tree_sum_matrix
-from dermlens.taxonomy.labels import LabelMapper, UnknownLabelError, UnknownLabelsError, normalize_label
+from dermlens.taxonomy.labels import LabelMapper, UnknownLabelError, UnknownLabelsError
 from dermlens.taxonomy.partition import ClassAssignment, TrainingClass, partition
-from dermlens.taxonomy.tree import Node, Taxonomy, default_taxonomy
+from dermlens.taxonomy.tree import Node, Taxonomy, default_taxonomy, normalize_label
 from dermlens.taxonomy.triage import OperatingPoint, refers
 
 __all__ = [

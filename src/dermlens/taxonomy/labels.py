@@ -9,31 +9,11 @@ normalised form so that case, spacing, hyphens, accents and apostrophes never ca
 from __future__ import annotations
 
 import difflib
-import re
-import unicodedata
-from typing import TYPE_CHECKING, Iterable, Mapping
+from typing import Iterable, Mapping
 
-if TYPE_CHECKING:  # imported for annotations only, so that tree.py can import normalize_label without a cycle
-    from dermlens.taxonomy.tree import Taxonomy
+from dermlens.taxonomy.tree import Taxonomy, normalize_label
 
-__all__ = ["normalize_label", "UnknownLabelError", "UnknownLabelsError", "LabelMapper"]
-
-_APOSTROPHES = re.compile(r"['\u2019\u2018`]")
-_SEPARATORS = re.compile(r"[^a-z0-9]+")
-
-
-def normalize_label(text: str) -> str:
-    """Reduce a label to the form in which labels are compared.
-
-    Lower-case, accents removed ("café" -> "cafe"), apostrophes dropped ("Bowen's" -> "bowens"), and every run of
-    other non-alphanumeric characters (spaces, hyphens, underscores, slashes...) turned into a single "_", with
-    none at either end. So "Malignant_Melanoma", "malignant melanoma" and " Malignant-Melanoma " all compare equal.
-    """
-    decomposed = unicodedata.normalize("NFKD", str(text))
-    ascii_text = "".join(ch for ch in decomposed if not unicodedata.combining(ch)).lower()
-    ascii_text = _APOSTROPHES.sub("", ascii_text)
-    return _SEPARATORS.sub("_", ascii_text).strip("_")
-
+__all__ = ["UnknownLabelError", "UnknownLabelsError", "LabelMapper"]
 
 class UnknownLabelError(ValueError):
     """A dataset label that no taxonomy node (nor the caller's extra mapping) knows.

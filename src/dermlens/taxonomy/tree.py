@@ -12,15 +12,30 @@ import hashlib
 import importlib.resources
 import json
 import re
+import unicodedata
 from dataclasses import dataclass
 from os import PathLike
 from typing import Any, Iterator, Mapping
 
 import yaml
 
-from dermlens.taxonomy.labels import normalize_label
+__all__ = ["Node", "Taxonomy", "default_taxonomy", "normalize_label"]
 
-__all__ = ["Node", "Taxonomy", "default_taxonomy"]
+_APOSTROPHES = re.compile(r"['\u2019\u2018`]")
+_SEPARATORS = re.compile(r"[^a-z0-9]+")
+
+
+def normalize_label(text: str) -> str:
+    """Reduce a label to the form in which labels are compared.
+
+    Lower-case, accents removed ("café" -> "cafe"), apostrophes dropped ("Bowen's" -> "bowens"), and every run of
+    other non-alphanumeric characters (spaces, hyphens, underscores, slashes...) turned into a single "_", with
+    none at either end. So "Malignant_Melanoma", "malignant melanoma" and " Malignant-Melanoma " all compare equal.
+    """
+    decomposed = unicodedata.normalize("NFKD", str(text))
+    ascii_text = "".join(ch for ch in decomposed if not unicodedata.combining(ch)).lower()
+    ascii_text = _APOSTROPHES.sub("", ascii_text)
+    return _SEPARATORS.sub("_", ascii_text).strip("_")
 
 _SNAKE_CASE = re.compile(r"^[a-z][a-z0-9]*(?:_[a-z0-9]+)*$")
 _NODE_KEYS = {"id", "name", "synonyms", "children"}
