@@ -16,15 +16,15 @@ from dermlens.predict.engines import OnnxEngine, TorchEngine
 from dermlens.deploy.onnx_export import (
     FILE_NAMES,
     MissingExportError,
-    calibration_images,
     cached_export_path,
     ensure_export,
-    export_model,
     export_onnx,
     freeze_same_padding,
     read_metadata,
     weights_digest,
 )
+from dermlens.deploy.export import export_model
+from dermlens.deploy.quantize import calibration_images
 from dermlens.models import load_model
 from dermlens.models.features import pre_logits
 from dermlens.models.inference import predict_batch
@@ -214,7 +214,7 @@ def test_bundled_model_onnx_parity_at_full_size():
 
 
 def test_int8_export_records_how_many_triage_calls_it_changes(int8_export, tiny_model_dir):
-    from dermlens.deploy.onnx_export import int8_triage_shift
+    from dermlens.deploy.quantize import int8_triage_shift
     from dermlens.models import read_config
 
     shift = int8_triage_shift(int8_export)

@@ -152,7 +152,8 @@ def export_command(
     calibration_size: Annotated[int, typer.Option(help="How many calibration images to use at most.")] = 200,
 ):
     """Export the classifier (preprocessed image in, training-class probabilities out) for ONNX Runtime."""
-    from dermlens.deploy.onnx_export import export_model, int8_triage_shift
+    from dermlens.deploy.export import export_model
+    from dermlens.deploy.quantize import int8_triage_shift
     from dermlens.predict import bundled_model_dir
 
     if format != "onnx":
