@@ -76,6 +76,9 @@ class ErrorBody(BaseModel):
 
 
 PREDICT_ERRORS = {
+    400: {"model": ErrorBody, "description": "Malformed multipart form"},
+    401: {"model": ErrorBody, "description": "Missing or wrong access token (when served with --token)"},
+    408: {"model": ErrorBody, "description": "The upload stalled: nothing received for --upload-timeout seconds"},
     413: {"model": ErrorBody, "description": "Upload over the size limit, refused while reading"},
     415: {"model": ErrorBody, "description": "Not an image, or not a multipart form"},
     422: {"model": ErrorBody, "description": "Corrupt, truncated or empty image; too many pixels; bad metadata"},
