@@ -68,6 +68,7 @@ def test_the_export_also_gives_the_embedding_the_classifier_reads(tiny_model_dir
     assert np.abs(probabilities.numpy() - predict_batch(model, images).numpy()).max() < PARITY
 
 
+@pytest.mark.slow
 def test_tta_views_are_averaged_the_same_way(tiny_model_dir, images, fp32_export):
     model, _ = load_model(tiny_model_dir)
     engine = OnnxEngine(fp32_export)

@@ -99,6 +99,7 @@ def test_no_weights_are_ever_downloaded():
     assert model.get_classifier().out_features == 2
 
 
+@pytest.mark.slow
 def test_inception_v3_loads_a_local_pytorch_weights_file(tmp_path):
     torch.manual_seed(2)
     source = timm.create_model("inception_v3", pretrained=False, num_classes=1000)

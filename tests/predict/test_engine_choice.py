@@ -62,7 +62,8 @@ def test_the_engine_is_recorded_in_the_batch_summary(tiny_model_dir, synthetic_p
     assert summary.engine == "torch fp32"
 
 
-def test_auto_with_a_reduced_precision_is_the_engine_that_runs_it(tiny_model_dir):
+def test_auto_with_a_reduced_precision_is_the_engine_that_runs_it(tiny_model_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("DERMLENS_CACHE", str(tmp_path))  # an empty cache: other tests may have made an int8 export
     assert Predictor(tiny_model_dir, precision="bf16").engine_name == "torch bf16"
     with pytest.raises(MissingExportError, match="no int8 ONNX export"):  # int8 is ONNX's, and never made silently
         Predictor(tiny_model_dir, precision="int8")

@@ -39,6 +39,7 @@ def test_bundled_segmenter_finds_little_in_plain_skin(bundled):
     assert (bundled.fraction(skin) >= 0.5).mean() < 0.2
 
 
+@pytest.mark.slow
 @pytest.mark.data
 @pytest.mark.skipif(not (HAM10000 / "labels.csv").is_file(), reason=f"HAM10000 not found at {HAM10000}")
 def test_bundled_segmenter_on_ham10000_test_images(bundled):

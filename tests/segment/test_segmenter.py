@@ -76,6 +76,7 @@ def test_training_writes_model_log_and_checkpoint(tiny_segmenter_run):
     assert config.training["best_epoch"] in (1, 2)
 
 
+@pytest.mark.slow
 def test_training_learns_the_lesions(lesion_masks_dataset, tmp_path):
     """Dark ellipses on skin are easy: a few dozen steps must beat the untrained network clearly."""
     cfg = SegmentTrainConfig(input_size=(64, 48), epochs=4, batch_size=8, lr=3e-3, max_steps_per_epoch=3, warmup_epochs=0.0)

@@ -157,6 +157,7 @@ def test_make_folds_rejects_more_folds_than_groups(tiny_data):
         make_folds(records, len({r.group for r in records}) + 1, 0.15, 0)
 
 
+@pytest.mark.slow
 def test_full_mode_fine_tunes_per_fold_and_space(tiny_data, tmp_path):
     """Full mode reuses the training recipe; at one step per model it checks the wiring, not accuracy."""
     cfg = StudyConfig(mode="full", folds=2, image_size=64, num_workers=0, n_boot=20, tsne_points=40,

@@ -117,6 +117,7 @@ def runs(tmp_path_factory, tiny_data) -> dict[str, Path]:
     return {"single": root / "single", "two": root / "two", "common": common, "root": root}
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_process_with_the_same_global_batch(runs):
     single, two = _log(runs["single"]), _log(runs["two"])
     assert len(single) == len(two) == 2  # one row per epoch: rank 1 wrote nothing
@@ -130,12 +131,14 @@ def test_two_processes_match_one_process_with_the_same_global_batch(runs):
     assert max(float((w1[k].float() - w2[k].float()).abs().max()) for k in w1) < TOLERANCE
 
 
+@pytest.mark.slow
 def test_only_rank_zero_writes(runs):
     files = sorted(p.relative_to(runs["two"]).as_posix() for p in runs["two"].rglob("*") if p.is_file())
     assert files == sorted(p.relative_to(runs["single"]).as_posix() for p in runs["single"].rglob("*") if p.is_file())
     assert not any(".tmp" in f for f in files)
 
 
+@pytest.mark.slow
 def test_a_killed_distributed_run_resumes_to_the_uninterrupted_result(runs):
     out = runs["root"] / "killed"
     crashed = _run(runs["common"] + ["--out", str(out), "--crash-at-step", "3"], processes=2, check=False)
@@ -151,6 +154,7 @@ def test_a_killed_distributed_run_resumes_to_the_uninterrupted_result(runs):
     assert all(torch.equal(w1[k], w2[k]) for k in w1)
 
 
+@pytest.mark.slow
 def test_torchrun_runs_the_dermlens_train_command(tiny_data, tmp_path):
     out = tmp_path / "cli-run"
     args = ["-m", "dermlens", "train", "--data", str(tiny_data), "--out", str(out), "--epochs", "1",

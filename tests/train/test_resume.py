@@ -124,6 +124,7 @@ def dermlens_train(data: Path, out: Path, *extra: str) -> list[str]:
     ]
 
 
+@pytest.mark.slow
 def test_cli_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path, synthetic_labels_csv):
     """A real kill (SIGKILL, no clean-up, mid-epoch) of `dermlens train`, then `dermlens train --resume`."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}

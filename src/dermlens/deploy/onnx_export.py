@@ -256,4 +256,4 @@ def _onnx():
 
 def onnxruntime():
     """The onnxruntime module, or one clear error naming the extra that installs it."""
-    return require("onnxruntime", "deploy", ONNX_FEATURE)
+    return require("onnxruntime", "deploy", "ONNX inference")
