@@ -59,3 +59,14 @@ def test_mutated_bytes_decode_or_raise_the_decoders_own_error(fmt, edits):
             assert str(error).strip()
             return
     assert image.mode == "RGB" and min(image.size) >= 1
+
+
+def test_a_tiff_whose_flipped_tag_makes_pillow_raise_typeerror_is_a_decode_error():
+    """Found by benchmarks/decoder_fuzz.py (seed 1, input 87311): Pillow's TIFF parser raised TypeError."""
+    from pathlib import Path
+
+    path = Path(__file__).parent / "corrupt" / "bitflipped-tag.tif"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(ImageDecodeError, match="bitflipped-tag.tif: truncated or corrupt"):
+            load_image(path)

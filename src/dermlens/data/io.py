@@ -14,6 +14,7 @@ import contextlib
 import io
 import os
 import re
+import struct
 import threading
 import warnings
 from collections.abc import Iterable, Iterator
@@ -51,6 +52,12 @@ _SIGNATURES: tuple[tuple[bytes, str], ...] = (
 )
 
 _PIL_BOMB_PIXELS = re.compile(r"\((\d+) pixels\)")
+
+
+# Pillow's parsers meet corrupt bytes with whatever their code trips over, not only OSError: decoder fuzzing
+# (benchmarks/decoder_fuzz.py) found a TypeError from a bit-flipped TIFF tag. All of these mean "corrupt data" here.
+CORRUPT_DATA_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, TypeError, ZeroDivisionError,
+                       struct.error, MemoryError)
 
 
 class ImageDecodeError(ValueError):
@@ -304,7 +311,7 @@ def _decode_stream(stream: BinaryIO, label: str, max_pixels: int, *, head: bytes
                 label, f"truncated or corrupt image data (starts like a {detected} file but its header is unreadable)"
             ) from None
         raise ImageDecodeError(label, "not an image file (cannot identify format)") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as error:
+    except CORRUPT_DATA_ERRORS as error:
         raise ImageDecodeError(label, f"truncated or corrupt image data ({_describe(error)})") from None
 
     # Closes the file only if Pillow opened it itself; a caller's file object stays open.
@@ -380,7 +387,7 @@ def _decode_pixels(image: Image.Image, label: str, max_pixels: int) -> None:
             image.load()
     except Image.DecompressionBombError as error:
         raise _too_many_pixels_from_pillow(label, error, max_pixels) from None
-    except (OSError, SyntaxError, ValueError, EOFError, IndexError, MemoryError) as error:
+    except CORRUPT_DATA_ERRORS as error:
         raise ImageDecodeError(label, f"truncated or corrupt image data ({_describe(error)})") from None
 
 
@@ -395,7 +402,7 @@ def _normalise(image: Image.Image, label: str) -> Image.Image:
         return to_rgb(upright)
     except PixelError as error:
         raise ImageDecodeError(label, str(error)) from None
-    except (OSError, ValueError) as error:
+    except CORRUPT_DATA_ERRORS as error:
         raise ImageDecodeError(label, f"cannot convert colour mode {image.mode} to RGB ({_describe(error)})") from None
 
 
