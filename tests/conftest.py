@@ -7,6 +7,7 @@ partition of 60 images would be a single class at the root, and every prediction
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -194,3 +195,27 @@ class ImageCases:
 @pytest.fixture(scope="session")
 def image_cases(tmp_path_factory) -> ImageCases:
     return ImageCases(tmp_path_factory.mktemp("image-cases"))
+
+
+@pytest.fixture()
+def killed_after_first_checkpoint(monkeypatch):
+    """``with killed_after_first_checkpoint(): train(...)``: the run dies (KeyboardInterrupt, as a kill) right after
+    writing its first checkpoint, the way every trainer's resume tests need it."""
+    from dermlens.train import loop
+
+    real_save = loop.save_checkpoint
+
+    def save_then_die(*args, **kwargs):
+        real_save(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def killed():
+        monkeypatch.setattr(loop, "save_checkpoint", save_then_die)
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                yield
+        finally:
+            monkeypatch.setattr(loop, "save_checkpoint", real_save)
+
+    return killed

@@ -84,24 +84,15 @@ def test_training_refuses_a_used_folder_and_a_resume_with_other_settings(study):
     assert (root / "fraction" / "model.safetensors").read_bytes() == before
 
 
-def test_a_killed_run_resumes_to_the_uninterrupted_result_and_overwrite_starts_again(study, tmp_path, monkeypatch):
+def test_a_killed_run_resumes_to_the_uninterrupted_result_and_overwrite_starts_again(study, tmp_path, killed_after_first_checkpoint):
     from safetensors.torch import load_file
 
-    from dermlens.train import loop
 
     root, _ = study
     cfg = PETTrainConfig(epochs=2, max_steps_per_epoch=2, batch_size=8, base_channels=8)
     train_pet(root / "train", tmp_path / "straight", cfg, progress=False)
-    real_save = loop.save_checkpoint
-
-    def save_then_die(*args, **kwargs):  # a kill right after epoch 1's checkpoint
-        real_save(*args, **kwargs)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(loop, "save_checkpoint", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
+    with killed_after_first_checkpoint():  # a kill right after epoch 1's checkpoint
         train_pet(root / "train", tmp_path / "killed", cfg, progress=False)
-    monkeypatch.setattr(loop, "save_checkpoint", real_save)
     assert not (tmp_path / "killed" / "model.safetensors").exists()  # a model file means a finished run
     train_pet(root / "train", tmp_path / "killed", cfg, resume=True, progress=False)
     straight, resumed = load_file(str(tmp_path / "straight" / "model.safetensors")), \

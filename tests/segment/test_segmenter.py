@@ -86,22 +86,13 @@ def test_training_learns_the_lesions(lesion_masks_dataset, tmp_path):
     assert max(r["val_mean_jaccard"] for r in log) > 0.6, log
 
 
-def test_resume_equals_uninterrupted(lesion_masks_dataset, tmp_path, tiny_segmenter_run, monkeypatch):
+def test_resume_equals_uninterrupted(lesion_masks_dataset, tmp_path, tiny_segmenter_run, killed_after_first_checkpoint):
     from safetensors.torch import load_file
 
-    from dermlens.train import loop
 
     train, val = load_pairs(lesion_masks_dataset, "train"), load_pairs(lesion_masks_dataset, "val")
-    real_save = loop.save_checkpoint
-
-    def save_then_die(*args, **kwargs):  # a kill right after epoch 1's checkpoint
-        real_save(*args, **kwargs)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(loop, "save_checkpoint", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
+    with killed_after_first_checkpoint():  # a kill right after epoch 1's checkpoint
         train_segmenter(train, val, tmp_path, TINY, progress=False)
-    monkeypatch.setattr(loop, "save_checkpoint", real_save)
     with pytest.raises(RunFolderError, match="holds a training run already: add --resume .* or --overwrite"):
         train_segmenter(train, val, tmp_path, TINY, progress=False)
     with pytest.raises(RunFolderError, match="--lr 0.003 -> 0.001"):  # a resume keeps the run's settings

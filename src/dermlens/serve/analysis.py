@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import json
 import time
@@ -61,13 +62,19 @@ EXTERNAL_SETS = {
 }
 
 
+@functools.lru_cache(maxsize=8)
+def _model_card_figures(model_dir: str) -> dict:
+    """Read once per model folder, not on every request."""
+    try:
+        return json.loads((Path(model_dir) / MODEL_CARD_FIGURES).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
 def external_data_summary(model_dir: Path, modality: str | None) -> str:
     """What the model card measured on external data at the same setting: a threshold chosen on one source's
     validation images can miss more elsewhere, and a clinician should see that next to the validation figure."""
-    try:
-        figures = json.loads((Path(model_dir) / MODEL_CARD_FIGURES).read_text())
-    except (OSError, ValueError):
-        return ""
+    figures = _model_card_figures(str(model_dir))
     parts = []
     for mod in ([modality] if modality in EXTERNAL_SETS else list(EXTERNAL_SETS)):
         key, where, sens_key, positives, other_key, other_words = EXTERNAL_SETS[mod]
