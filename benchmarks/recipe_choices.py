@@ -6,6 +6,7 @@ other clinics is not one this project wants.
     python benchmarks/recipe_choices.py --frozen                              # frozen ImageNet features: sources,
                                                                               # colour constancy, input size
     python benchmarks/recipe_choices.py --speed                               # training step: fp32 vs bf16
+    python benchmarks/recipe_choices.py --ensemble runs/a/model runs/b/model  # each model, then their mean
 
 Validation sources: HAM10000 `val` (7-class balanced accuracy, melanoma vs nevus AUC), ISIC 2017 `val` (melanoma
 AUC, seborrheic keratosis AUC), DermNet `val` (3-way accuracy, malignant vs benign AUC among neoplastic photos).
@@ -92,6 +93,20 @@ def fine_tuned(model_dir: Path, parts: dict, ttas=(1, 2, 4, 8), sizes=(160, 224,
         print_row(f"fine-tuned at {trained_at}px, evaluated at {size}px", source_figures(taxonomy, predictor.node_ids, probs, val))
 
 
+def ensemble(model_dirs: list[Path], parts: dict) -> None:
+    """Each model alone, then the mean of their node probabilities: does a second network pay for its cost?"""
+    val, node_probs = parts["val"], []
+    for model_dir in model_dirs:
+        predictor = Predictor(model_dir, engine="torch")
+        started = time.time()
+        node_probs.append(predictor.node_probabilities(predictor.predict_records(val, progress=False)))
+        seconds = time.time() - started
+        size = predictor.config.preprocessing.size
+        print_row(f"{model_dir} ({size}px, {1000 * seconds / len(val):.0f} ms/img)",
+                  source_figures(predictor.taxonomy, predictor.node_ids, node_probs[-1], val))
+    print_row(f"mean of the {len(model_dirs)}", source_figures(predictor.taxonomy, predictor.node_ids, np.mean(node_probs, 0), val))
+
+
 # ------------------------------------------------------------------------------------------- frozen features
 def frozen(parts: dict, per_source: int, seed: int) -> None:
     """A linear head on frozen ImageNet features, over the pooled training classes: cheap enough to vary choices."""
@@ -160,6 +175,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=None)
     parser.add_argument("--frozen", action="store_true")
+    parser.add_argument("--ensemble", type=Path, nargs="+", default=None, help="Model folders: each alone, then their mean.")
     parser.add_argument("--speed", action="store_true")
     parser.add_argument("--data-root", type=Path, default=DATA_ROOT)
     parser.add_argument("--per-source", type=int, default=2000, help="Frozen mode: training images per source.")
@@ -169,10 +185,12 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.speed:
         speed()
-    if args.model or args.frozen:
+    if args.model or args.frozen or args.ensemble:
         parts = pooled_split(load_pooled([args.data_root / s for s in SOURCES]))
         if args.model:
             fine_tuned(args.model, parts, [int(t) for t in args.ttas.split(",")], [int(s) for s in args.sizes.split(",") if s])
+        if args.ensemble:
+            ensemble(args.ensemble, parts)
         if args.frozen:
             frozen(parts, args.per_source, args.seed)
     return 0

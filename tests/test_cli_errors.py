@@ -107,3 +107,16 @@ def test_a_split_the_dataset_lacks_is_one_line_naming_the_dataset(command, synth
 
 def test_a_model_without_a_card_is_one_line(tmp_path):
     one_line_error(CliRunner().invoke(app, ["model-card", "--model", str(tmp_path)]), "MODEL_CARD.md", "no model card")
+
+
+@pytest.mark.parametrize("command, folder_option, existing", [
+    (["gate", "fit"], "--model", "gate.safetensors"),
+    (["screen", "train-head", "--benchmark", "bench"], "--out", "lesion_head.safetensors"),
+])
+def test_a_fit_into_a_folder_that_holds_one_is_refused_without_overwrite(command, folder_option, existing, tmp_path):
+    (tmp_path / existing).write_bytes(b"the fit a user already has")
+    refused = CliRunner().invoke(app, [*command, folder_option, str(tmp_path)])
+    one_line_error(refused, str(tmp_path), "--overwrite")
+    assert (tmp_path / existing).read_bytes() == b"the fit a user already has"
+    allowed = CliRunner().invoke(app, [*command, folder_option, str(tmp_path), "--overwrite"])
+    assert "--overwrite" not in allowed.stderr  # it went on, to fail later on this empty folder

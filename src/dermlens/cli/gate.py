@@ -17,14 +17,19 @@ def fit(
     per_dataset: Annotated[int, typer.Option(min=20, help="Real skin photos per dataset (from its training split).")] = 200,
     taxonomy: Annotated[Optional[Path], typer.Option(help="Taxonomy tree file the model was trained with; default the packaged one.")] = None,
     seed: int = 0,
+    overwrite: Annotated[bool, typer.Option(help="Replace a gate the model already has (otherwise refused).")] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
 ):
     """Fit the skin head and the out-of-distribution model on the model's embedding, choose the quality thresholds
     on data, and save them beside the model (gate.safetensors + config.json["gate"])."""
+    from dermlens.gate import GATE_FILE
     from dermlens.gate.fit import default_data_dirs, fit_gate
-    from dermlens.predict import Predictor
+    from dermlens.predict import Predictor, bundled_model_dir
     from dermlens.taxonomy.tree import Taxonomy
 
+    if ((model or bundled_model_dir()) / GATE_FILE).exists() and not overwrite:
+        raise typer.BadParameter(f"{model or bundled_model_dir()} already has a gate; pass --overwrite to fit it again",
+                                 param_hint="'--model'")
     folders = list(data) if data else default_data_dirs()
     if not folders:
         raise typer.BadParameter("no datasets found under ../shared/data; pass --data FOLDER", param_hint="'--data'")

@@ -45,10 +45,15 @@ def train_head_command(
     out: Annotated[Path, typer.Option(help="Folder for lesion_head.safetensors and lesion_head.json.")],
     model: Annotated[Optional[Path], typer.Option(help="Classifier folder whose embedding the head reads; default the bundled model.")] = None,
     target_recall: Annotated[float, typer.Option(help="Share of true lesions the head's threshold lets through (held-out photos).")] = 0.98,
+    overwrite: Annotated[bool, typer.Option(help="Replace a lesion head already in --out (otherwise refused).")] = False,
     quiet: QuietOption = False,
 ):
     """Train the lesion/not-lesion head on detector candidates of a train-split benchmark."""
+    from dermlens.screen.lesion_head import HEAD_WEIGHTS
     from dermlens.screen.train_head import train_lesion_head
+
+    if (out / HEAD_WEIGHTS).exists() and not overwrite:
+        raise typer.BadParameter(f"{out} already holds a lesion head; pass --overwrite to replace it", param_hint="'--out'")
 
     folder = train_lesion_head(benchmark, out, model, target_recall=target_recall, progress=not quiet)
     typer.echo(f"lesion head: {folder}\n{(folder / 'lesion_head.json').read_text()}")
