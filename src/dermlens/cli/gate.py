@@ -27,13 +27,13 @@ def fit(
     from dermlens.predict import Predictor, bundled_model_dir
     from dermlens.taxonomy.tree import Taxonomy
 
-    if ((model or bundled_model_dir()) / GATE_FILE).exists() and not overwrite:
-        raise typer.BadParameter(f"{model or bundled_model_dir()} already has a gate; pass --overwrite to fit it again",
-                                 param_hint="'--model'")
+    model_dir = model or bundled_model_dir()
+    if (model_dir / GATE_FILE).exists() and not overwrite:
+        raise typer.BadParameter(f"{model_dir} already has a gate; pass --overwrite to fit it again", param_hint="'--model'")
     folders = list(data) if data else default_data_dirs()
     if not folders:
         raise typer.BadParameter("no datasets found under ../shared/data; pass --data FOLDER", param_hint="'--data'")
-    predictor = Predictor(model, taxonomy=Taxonomy.load(taxonomy) if taxonomy else None, gate=False)
+    predictor = Predictor(model_dir, taxonomy=Taxonomy.load(taxonomy) if taxonomy else None, gate=False)
     gate, info = fit_gate(predictor, folders, per_dataset=per_dataset, seed=seed, progress=progress)
     gate.save(predictor.model_dir, predictor.config)
     typer.echo(json.dumps({"thresholds": gate.thresholds.to_dict(), **info}, indent=2))
