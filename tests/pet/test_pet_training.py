@@ -87,7 +87,6 @@ def test_training_refuses_a_used_folder_and_a_resume_with_other_settings(study):
 def test_a_killed_run_resumes_to_the_uninterrupted_result_and_overwrite_starts_again(study, tmp_path, killed_after_first_checkpoint):
     from safetensors.torch import load_file
 
-
     root, _ = study
     cfg = PETTrainConfig(epochs=2, max_steps_per_epoch=2, batch_size=8, base_channels=8)
     train_pet(root / "train", tmp_path / "straight", cfg, progress=False)

@@ -89,7 +89,6 @@ def test_training_learns_the_lesions(lesion_masks_dataset, tmp_path):
 def test_resume_equals_uninterrupted(lesion_masks_dataset, tmp_path, tiny_segmenter_run, killed_after_first_checkpoint):
     from safetensors.torch import load_file
 
-
     train, val = load_pairs(lesion_masks_dataset, "train"), load_pairs(lesion_masks_dataset, "val")
     with killed_after_first_checkpoint():  # a kill right after epoch 1's checkpoint
         train_segmenter(train, val, tmp_path, TINY, progress=False)
