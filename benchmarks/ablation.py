@@ -45,7 +45,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=Path("runs/ablation-ft"))
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--augment", default="camera")
+    parser.add_argument("--augment", default="paper")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args(argv)
     taxonomy = default_taxonomy()
