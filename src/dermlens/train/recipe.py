@@ -104,7 +104,8 @@ def train_one_epoch(model, criterion, optimizer, loader, lr_at, epoch: int, step
             break
         set_learning_rate(optimizer, lr_at(epoch * steps_per_epoch + step_in_epoch))
         images, targets = world.to_device(images.contiguous(memory_format=torch.channels_last), targets)
-        # bf16 autocast: AMX runs the step ~1.7x faster here; weights, optimizer and loss stay fp32.
+        # bf16 autocast: weights, optimizer and loss stay fp32. Faster only where the CPU's bf16 units win (an early
+        # probe saw 1.7x; this machine measured slower, docs/training.md), so fp32 is the default.
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.precision == "bf16" and not world.distributed):
             # Under torchrun: this process's share of the global batch's weighted loss (train/distributed.py).
             loss, batch_loss, batch_images = world.global_loss(model(images), targets, criterion)
