@@ -55,18 +55,52 @@ def choose_operating_point(
 ) -> OperatingPoint:
     """Referral threshold on P(malignant) reaching ``target`` sensitivity on validation data (class probabilities
     ``probs`` of the images whose label nodes are ``label_nodes``)."""
-    p_malignant = TreeSum(taxonomy, assignment.classes).node(probs, "malignant")
-    truth = np.array([taxonomy.ancestor_at_level(n, 1) == "malignant" for n in label_nodes])
+    tree_sum = TreeSum(taxonomy, assignment.classes)
+    p_malignant = tree_sum.node(probs, "malignant")
+    top_level = np.array([taxonomy.ancestor_at_level(n, 1) for n in label_nodes])
+    truth = top_level == "malignant"
     if truth.all() or not truth.any():
         return OperatingPoint(chosen_on="default 0.5: validation data lacks malignant or benign cases")
-    threshold = threshold_for_sensitivity(truth, p_malignant, target)
-    # That is the score of one malignant validation image: float noise between this computation and the
-    # predictor's (another batch size, float64 renormalisation, ONNX or bf16) would turn it into "reassure". Half-way
-    # down to the next lower score (or to 0) makes the same calls on validation data, with a margin on both sides.
-    lower = p_malignant[p_malignant < threshold]
-    threshold = float((threshold + (lower.max() if lower.size else 0.0)) / 2)
+    threshold = _with_margin(threshold_for_sensitivity(truth, p_malignant, target), p_malignant)
     sens, spec = sensitivity_specificity(truth, p_malignant, threshold)
-    return OperatingPoint(
+    point = OperatingPoint(
         node="malignant", threshold=threshold, target_sensitivity=target,
         sensitivity=sens, specificity=spec, chosen_on=f"validation ({len(truth)} images, {int(truth.sum())} malignant)",
     )
+    if "non_neoplastic" in taxonomy:
+        p_non_neoplastic = tree_sum.node(probs, "non_neoplastic")
+        choose_non_neoplastic_threshold(point, p_malignant, p_non_neoplastic, top_level)
+    return point
+
+
+def _with_margin(threshold: float, scores: np.ndarray) -> float:
+    """A threshold that is the score of one validation image: float noise between this computation and the
+    predictor's (another batch size, float64 renormalisation, ONNX or bf16) would flip that image. Half-way down to
+    the next lower score (or to 0) makes the same calls on validation data, with a margin on both sides."""
+    lower = scores[scores < threshold]
+    return float((threshold + (lower.max() if lower.size else 0.0)) / 2)
+
+
+def choose_non_neoplastic_threshold(point: OperatingPoint, p_malignant, p_non_neoplastic, top_level,
+                                    min_photos: int = 20) -> OperatingPoint:
+    """Set ``point``'s second threshold: among validation photos the referral rule does not refer, the threshold on
+    P(non-neoplastic) that best separates non-neoplastic from benign photos (balanced accuracy; the highest such
+    threshold on ties, so the answer is given no more often than it helps). Left unset (refer/reassure only) when
+    the photos hold fewer than ``min_photos`` non-neoplastic or benign photos, as dermoscopic sets do. The referral
+    decision comes first, so the sensitivity for malignant photos is the one the referral threshold was chosen for.
+    """
+    p_malignant, p_non_neoplastic = np.asarray(p_malignant, float), np.asarray(p_non_neoplastic, float)
+    top_level = np.asarray(top_level)
+    kept = ~point.refers(p_malignant)
+    non_neoplastic, benign = kept & (top_level == "non_neoplastic"), kept & (top_level == "benign")
+    if min(non_neoplastic.sum(), benign.sum()) < min_photos:
+        return point
+    scores = p_non_neoplastic[non_neoplastic | benign]
+    candidates = np.unique(scores)[::-1]  # highest first, so ties keep the highest threshold
+    recall = np.array([refers(p_non_neoplastic[non_neoplastic], t).mean() for t in candidates])
+    benign_called = np.array([refers(p_non_neoplastic[benign], t).mean() for t in candidates])
+    best = int(np.argmax((recall + 1 - benign_called) / 2))
+    point.non_neoplastic_threshold = _with_margin(float(candidates[best]), scores)
+    point.non_neoplastic_recall = float(refers(p_non_neoplastic[non_neoplastic], point.non_neoplastic_threshold).mean())
+    point.benign_called_non_neoplastic = float(refers(p_non_neoplastic[benign], point.non_neoplastic_threshold).mean())
+    return point

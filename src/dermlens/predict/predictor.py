@@ -164,7 +164,7 @@ class Predictor:
             image=name,
             probabilities=p_node,
             top5=[(self.config.classes[i].node, float(class_probs[i])) for i in order],
-            triage=(verdict and verdict.triage) or op.triage(p_node[op.node]),
+            triage=(verdict and verdict.triage) or op.triage(p_node[op.node], p_node.get("non_neoplastic")),
             modality=modality,
             modality_source=modality_source,
             quality=verdict.quality if verdict else "",

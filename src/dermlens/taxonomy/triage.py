@@ -1,9 +1,16 @@
-"""Triage: the one rule that turns a node's probability into "refer" or "reassure".
+"""Triage: the one rule that turns a photo's node probabilities into "refer", "non_neoplastic" or "reassure".
+
+Esteva et al.'s first question is 3-way: malignant, benign, or non-neoplastic. The rule answers it in that order of
+urgency: ``refer`` when P(malignant) reaches the referral threshold (chosen for a target sensitivity, so this decision
+alone sets how many cancers are referred); otherwise ``non_neoplastic`` ("most likely a skin disease that is not a
+tumour: see a doctor if it persists, spreads or worsens") when P(non-neoplastic) reaches its own threshold; otherwise
+``reassure``. The second threshold never takes a photo away from ``refer``, so it cannot cost sensitivity.
 
 A model carries an operating point per modality (dermoscopic, clinical) and one for photos of unknown modality,
-each chosen on validation data for a target sensitivity (:func:`dermlens.evaluate.operating_point.choose_operating_point`).
-Every caller that calls a photo suspicious (predictor, screening, the study's operating points, the metrics) uses
-:func:`refers`, so "at or above the threshold" is written once.
+each chosen on validation data (:func:`dermlens.evaluate.operating_point.choose_operating_point`). A modality whose
+validation data held too few non-neoplastic photos (dermoscopy) has no second threshold and answers refer/reassure,
+as older model configs do. Every caller that calls a photo suspicious (predictor, screening, the study's operating
+points, the metrics) uses :func:`refers`, so "at or above the threshold" is written once.
 """
 from __future__ import annotations
 
@@ -12,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 REFER = "refer"
+NON_NEOPLASTIC = "non_neoplastic"
 REASSURE = "reassure"
 
 
@@ -30,13 +38,25 @@ class OperatingPoint:
     sensitivity: float | None = None  # measured on the data it was chosen on
     specificity: float | None = None
     chosen_on: str = "default (not tuned)"
+    # The 3-way answer for photos that are not referred; None: this modality answers refer/reassure only.
+    non_neoplastic_threshold: float | None = None
+    non_neoplastic_recall: float | None = None  # non-neoplastic validation photos answered non_neoplastic
+    benign_called_non_neoplastic: float | None = None  # benign validation photos answered non_neoplastic
 
     def refers(self, node_probability):
         return refers(node_probability, self.threshold)
 
-    def triage(self, node_probability: float) -> str:
-        """``refer`` or ``reassure`` for one photo's P(node)."""
-        return REFER if self.refers(node_probability) else REASSURE
+    def triage(self, node_probability: float, non_neoplastic_probability: float | None = None) -> str:
+        """``refer``, ``non_neoplastic`` or ``reassure`` for one photo's P(node) and P(non-neoplastic)."""
+        if self.refers(node_probability):
+            return REFER
+        if self.non_neoplastic_threshold is not None and non_neoplastic_probability is not None \
+                and refers(non_neoplastic_probability, self.non_neoplastic_threshold):
+            return NON_NEOPLASTIC
+        return REASSURE
 
     def describe(self) -> str:
-        return f"refer when P({self.node}) >= {self.threshold:.4f}"
+        rule = f"refer when P({self.node}) >= {self.threshold:.4f}"
+        if self.non_neoplastic_threshold is not None:
+            rule += f"; else non_neoplastic when P(non_neoplastic) >= {self.non_neoplastic_threshold:.4f}"
+        return rule
