@@ -5,8 +5,9 @@
     HAM10000 test        7-class balanced accuracy, melanoma vs nevus AUC (CIs resampled by lesion)
     ISIC 2017 val        the challenge's metrics: melanoma AUC, seborrheic keratosis AUC, their mean
     PH2 (external)       melanoma vs nevus AUC
-    DermNet test         3-way and 9-way accuracy, malignant vs benign AUC
-    SD-198 (external)    3-way accuracy, share of non-neoplastic photos referred
+    DermNet test         3-way and 9-way accuracy, malignant vs benign and vs non-neoplastic AUCs, the triage of rashes
+    SD-198 (external)    3-way accuracy, malignant vs non-neoplastic AUC, the share of non-neoplastic photos referred
+                         and answered non_neoplastic, the share of malignant photos referred
     every set            how often the modality recogniser names the photo's modality
 
 Triage uses each photo's own modality (as the dataset states it) unless ``--modality auto``. Nothing is tuned on these
@@ -30,6 +31,7 @@ from dermlens.evaluate.bootstrap import bootstrap_ci
 from dermlens.predict import Predictor, bundled_model_dir
 from dermlens.taxonomy import default_taxonomy, tree_sum_matrix
 from dermlens.taxonomy.tree import Taxonomy
+from dermlens.taxonomy.triage import NON_NEOPLASTIC, REFER
 
 DATA_ROOT = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 
@@ -71,7 +73,8 @@ class Scored:
         self.recognised = recognised_modalities(predictor, records, workers)
         use = self.recognised if modality == "auto" else [r.modality for r in records]
         ops = [predictor.config.operating_point_for(m) for m in use]
-        self.referred = np.array([self.p(op.node)[i] >= op.threshold for i, op in enumerate(ops)])
+        self.triage = np.array([op.triage(self.p(op.node)[i], self.p("non_neoplastic")[i]) for i, op in enumerate(ops)])
+        self.referred = self.triage == REFER
 
     def p(self, node: str) -> np.ndarray:
         return self.node_probs[:, self.node_ids.index(node)]
@@ -189,6 +192,10 @@ def main(argv=None) -> int:
             "9-way accuracy": with_ci(accuracy, [t9, p9], None, args.boot),
             "malignant vs benign AUC": with_ci(auc, [s.under("malignant")[neo], s.p("malignant")[neo]], None, args.boot),
             "non-neoplastic referred": with_ci(np.mean, [s.referred[~neo]], None, args.boot),
+            "non-neoplastic answered non_neoplastic": with_ci(np.mean, [s.triage[~neo] == NON_NEOPLASTIC], None, args.boot),
+            "malignant referred (sensitivity)": with_ci(np.mean, [s.referred[s.under("malignant")]], None, args.boot),
+            "malignant vs non-neoplastic AUC": with_ci(auc, [s.under("malignant")[~neo | s.under("malignant")],
+                                                             s.p("malignant")[~neo | s.under("malignant")]], None, args.boot),
         })
 
     if (s := load("sd198_clinical")) is not None:
@@ -198,7 +205,9 @@ def main(argv=None) -> int:
         record("sd198_clinical", f"SD-198 clinical, never trained on ({len(t3)} photos; {nonneo.sum()} non-neoplastic)", s, {
             "3-way accuracy": with_ci(accuracy, [t3, p3], None, args.boot),
             "non-neoplastic referred": with_ci(np.mean, [s.referred[nonneo]], None, args.boot),
+            "non-neoplastic answered non_neoplastic": with_ci(np.mean, [s.triage[nonneo] == NON_NEOPLASTIC], None, args.boot),
             "malignant referred (sensitivity)": with_ci(np.mean, [s.referred[mal]], None, args.boot),
+            "malignant vs non-neoplastic AUC": with_ci(auc, [mal[mal | nonneo], s.p("malignant")[mal | nonneo]], None, args.boot),
             "malignant vs rest AUC": with_ci(auc, [mal, s.p("malignant")], None, args.boot),
         })
 
