@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 comma := ,
 JEMALLOC := $(firstword $(wildcard /usr/lib/x86_64-linux-gnu/libjemalloc.so.2 /usr/lib/aarch64-linux-gnu/libjemalloc.so.2))
 FAST_MALLOC := $(if $(JEMALLOC),LD_PRELOAD=$(JEMALLOC) MALLOC_CONF=dirty_decay_ms:-1$(comma)muzzy_decay_ms:-1$(comma)oversize_threshold:0 ,)
-.PHONY: demo test setup clean
+.PHONY: demo test setup clean model-card
 
 # Every optional feature (the extras of pyproject.toml) and the test tools. torch and torchvision come pinned from
 # pyproject.toml (the pair that imports together on this platform), so the pins are stated in one place.
@@ -23,6 +23,12 @@ demo: setup
 
 test: setup
 	$(FAST_MALLOC)$(BIN)/python -m pytest -q
+
+# MODEL_CARD.md is written once, at the repository's root; the bundled model's copy (what `dermlens model-card` and
+# the web page show from an installed package) is generated from it. tests/predict/test_bundled_model.py checks.
+model-card: src/dermlens/weights/MODEL_CARD.md
+src/dermlens/weights/MODEL_CARD.md: MODEL_CARD.md
+	cp $< $@
 
 clean:
 	rm -rf $(VENV) runs

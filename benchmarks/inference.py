@@ -89,7 +89,7 @@ def make_jpegs(folder: Path, count: int, size: tuple[int, int]) -> Path:
 
 
 def prepare_exports(model_dir: Path, calibration: Path | None, jpegs: Path) -> None:
-    from dermlens.deploy.export import export_model
+    from dermlens.predict.export import export_model
     from dermlens.deploy.onnx_export import find_export
 
     if find_export(model_dir, "int8") is None:

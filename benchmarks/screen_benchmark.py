@@ -72,17 +72,15 @@ def _embed_sources(sources: list[SourceLesion], cache: Path, predictor, progress
     """L2-normalised embeddings of the source photos (cached by path in ``cache``)."""
     from tqdm.auto import tqdm
 
-    from dermlens.screen.screener import CropAnalyser
-
     keys = [str(s.path) for s in sources]
     if cache.is_file():
         saved = np.load(cache, allow_pickle=False)
         if list(saved["paths"]) == keys:
             return saved["embeddings"]
-    analyser = CropAnalyser(predictor)
     chunks = []
     for start in tqdm(range(0, len(sources), 32), desc="embed source lesions", unit="batch", disable=not progress):
-        chunks.append(analyser.analyse([s.path for s in sources[start: start + 32]])[0])
+        analyses = predictor.analyse([s.path for s in sources[start: start + 32]], with_embedding=True)
+        chunks.append(np.stack([a.embedding for a in analyses]))
     e = np.concatenate(chunks)
     e /= np.linalg.norm(e, axis=1, keepdims=True) + 1e-12
     np.savez(cache, paths=np.array(keys), embeddings=e)

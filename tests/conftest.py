@@ -68,6 +68,41 @@ def tiny_model_dir(tiny_model) -> Path:
 
 
 @pytest.fixture(scope="session")
+def two_modality_model_dir(tmp_path_factory, tiny_model_dir, synthetic_parts) -> Path:
+    """The tiny model with what the bundled one has besides: a modality recogniser (an embedding head), one
+    operating point per modality and a fitted photo gate, attached through ``dermlens.models.folder``. Its answers
+    mean nothing; its folder has every part a model folder can have. Treat it as read-only."""
+    import numpy as np
+    from PIL import Image
+
+    from dermlens.gate import Gate, GateThresholds
+    from dermlens.gate.gate import OodModel
+    from dermlens.models.embedding_head import EmbeddingHead
+    from dermlens.models.folder import copy_folder, update_config
+    from dermlens.models.modality import HEAD_NAME
+    from dermlens.predict import Predictor
+
+    folder = copy_folder(tiny_model_dir, tmp_path_factory.mktemp("two-modality") / "model")
+    paths = [str(r.path) for part in synthetic_parts.values() for r in part]
+    rng = np.random.default_rng(0)
+    not_skin = [Image.new("RGB", (64, 64), tuple(int(v) for v in rng.integers(0, 255, 3))) for _ in range(10)]
+    not_skin += [Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)) for _ in range(10)]
+    plain = Predictor(folder, engine="torch", gate=False)
+    skin = np.stack([a.embedding for a in plain.analyse(paths, with_embedding=True)])
+    other = np.stack([a.embedding for a in plain.analyse(not_skin, with_embedding=True)])
+    modality = EmbeddingHead(C=0.1).fit(skin, np.array(["dermoscopic", "clinical"])[np.arange(len(skin)) % 2])
+    modality.save(folder, HEAD_NAME)
+    skin_head = EmbeddingHead(C=0.1, class_weight="balanced").fit(np.r_[skin, other], np.r_[np.ones(len(skin)), np.zeros(len(other))])
+    ood = OodModel.fit(skin.astype(np.float64), components=8)
+    Gate(GateThresholds(min_p_skin=0.5, max_ood_distance=float(3 * ood.distance(skin).max())), skin_head, ood,
+         {"fitted_on": "tests: synthetic skin, flat and noise pictures"}).save(folder)
+    update_config(folder, modality_head={"file": f"{HEAD_NAME}.safetensors", "classes": ["dermoscopic", "clinical"]},
+                  operating_points={m: {"node": "malignant", "threshold": t, "chosen_on": "tests"}
+                                    for m, t in (("dermoscopic", 0.3), ("clinical", 0.999))})
+    return folder
+
+
+@pytest.fixture(scope="session")
 def predictor(tiny_model_dir):
     from dermlens.predict import Predictor
 

@@ -23,7 +23,7 @@ from dermlens.deploy.onnx_export import (
     read_metadata,
     weights_digest,
 )
-from dermlens.deploy.export import export_model
+from dermlens.predict.export import export_model
 from dermlens.deploy.quantize import calibration_images
 from dermlens.models import load_model
 from dermlens.models.features import pre_logits
@@ -221,6 +221,7 @@ def test_int8_export_records_how_many_triage_calls_it_changes(int8_export, tiny_
     shift = int8_triage_shift(int8_export)
     config = read_config(tiny_model_dir)
     assert shift["images"] > 0
+    # the points a photo can get: the tiny model has no modality recogniser, so its pooled one and each modality's
     assert set(shift["operating_points"]) == {"unknown modality", *config.operating_points}
     for point in shift["operating_points"].values():
         assert 0 <= point["calls_changed"] <= shift["images"] and point["max_probability_change"] >= 0

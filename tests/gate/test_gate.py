@@ -16,7 +16,8 @@ from typer.testing import CliRunner
 from dermlens.data.synthetic import render_lesion
 from dermlens.gate import Gate, GateThresholds, QualityThresholds
 from dermlens.gate.data import degrade, generated
-from dermlens.gate.gate import OodModel, SkinHead
+from dermlens.gate.gate import OodModel
+from dermlens.models.embedding_head import EmbeddingHead
 from dermlens.gate.quality import measure
 
 pytest.importorskip("skimage", reason="scikit-image (the test extra) provides the non-skin sample photos")
@@ -67,7 +68,7 @@ def test_unfitted_gate_gives_each_classical_verdict():
 def test_fitted_gate_order_skin_then_quality_then_distribution():
     """A hand-made gate: the skin head reads feature 0, the training embeddings are a unit ball at the origin."""
     d = 8
-    head = SkinHead(torch.tensor([10.0] + [0.0] * (d - 1)), torch.tensor([0.0]))
+    head = EmbeddingHead.from_tensors(torch.tensor([10.0] + [0.0] * (d - 1)), torch.tensor([0.0]))
     ood = OodModel(torch.zeros(d), torch.eye(d)[:2], torch.ones(2), torch.tensor(1.0))
     gate = Gate(GateThresholds(QualityThresholds(min_focus=0.05), min_p_skin=0.5, max_ood_distance=2.0), head, ood)
     good = lesion()

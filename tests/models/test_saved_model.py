@@ -173,14 +173,14 @@ def test_save_weights_round_trip_keeps_tensors_config_and_other_files(tmp_path):
 
 
 def test_a_write_that_dies_leaves_the_previous_model_whole(tmp_path, monkeypatch):
-    from dermlens.models import saved
+    from dermlens.models import folder, saved
 
     saved.save_weights(tmp_path, {"w": torch.ones(3)}, {"version": 1})
 
     def dies(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(saved, "save_file", dies)
+    monkeypatch.setattr(folder, "save_file", dies)
     with pytest.raises(KeyboardInterrupt):
         saved.save_weights(tmp_path, {"w": torch.zeros(3)}, {"version": 2})
     state, config = saved.load_weights(tmp_path)

@@ -90,3 +90,12 @@ def test_model_card_command_prints_the_card():
     assert result.exit_code == 0, result.output
     assert "not a medical device" in result.output
     assert "HAM10000" in result.output
+
+
+def test_the_bundled_model_card_is_generated_from_the_repository_s_one():
+    """One model card: the root MODEL_CARD.md. The bundled folder's copy is made from it (`make model-card`)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "MODEL_CARD.md"
+    bundled = bundled_model_dir() / "MODEL_CARD.md"
+    assert bundled.read_text() == root.read_text(), f"{bundled} differs from {root}: run `make model-card`"

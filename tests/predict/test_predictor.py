@@ -108,7 +108,7 @@ def test_a_bad_file_gets_an_error_and_the_batch_goes_on(predictor, image_cases, 
     assert failed.image == str(bad)
     for word in words:
         assert word in failed.error
-    assert failed.triage == "" and failed.probabilities == {} and failed.top5 == []
+    assert failed.triage is None and failed.probabilities == {} and failed.top5 == []
     alone = probs(predictor.predict_one(good))
     np.testing.assert_allclose(probs(before), alone, atol=1e-6)
     np.testing.assert_allclose(probs(after), alone, atol=1e-6)

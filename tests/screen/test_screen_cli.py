@@ -39,7 +39,7 @@ def run(tmp_path_factory):
     (photos / "notes.jpg").write_text("not an image")
     Image.fromarray(np.zeros((6, 6, 3), np.uint8)).save(photos / "tiny.png")
     Image.fromarray(np.zeros((300, 400, 3), np.uint8)).save(photos / "black.png")
-    keep_all = LesionHead(np.zeros(1280), 5.0, np.zeros(1280), np.ones(1280), threshold=0.5)
+    keep_all = LesionHead.from_tensors(np.zeros(1280), 5.0, np.zeros(1280), np.ones(1280), info={"threshold": 0.5})
     head_dir = keep_all.save(folder / "head")
     out = folder / "out"
     result = CliRunner().invoke(app, ["screen", str(photos), "--out", str(out), "--lesion-head", str(head_dir), "--quiet"])

@@ -39,13 +39,13 @@ def test_save_and_load_give_the_same_probabilities(tmp_path):
     loaded = LesionHead.load(head.save(tmp_path / "head"))
     np.testing.assert_allclose(loaded.probability(x), head.probability(x), rtol=1e-5, atol=1e-6)
     assert loaded.threshold == pytest.approx(head.threshold)
-    assert json.loads((tmp_path / "head" / "lesion_head.json").read_text())["model_digest"] == "0123456789abcdef"
+    assert json.loads((tmp_path / "head" / "lesion_head.json").read_text())["info"]["model_digest"] == "0123456789abcdef"
 
 
 def test_missing_or_broken_head_files_are_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="lesion_head"):
         LesionHead.load(tmp_path)
-    head = LesionHead(np.zeros(4), 0.0, np.zeros(4), np.ones(4))
+    head = LesionHead.from_tensors(np.zeros(4), 0.0, np.zeros(4), np.ones(4))
     head.save(tmp_path)
     (tmp_path / "lesion_head.json").write_text("{not json")
     with pytest.raises(ValueError, match=str(tmp_path)):
@@ -53,13 +53,13 @@ def test_missing_or_broken_head_files_are_named(tmp_path):
 
 
 def test_features_of_the_wrong_width_are_refused():
-    head = LesionHead(np.zeros(4), 0.0, np.zeros(4), np.ones(4))
+    head = LesionHead.from_tensors(np.zeros(4), 0.0, np.zeros(4), np.ones(4))
     with pytest.raises(HeadMismatchError, match="4"):
         head.probability(np.zeros((2, 5)))
 
 
 def test_a_head_for_another_model_is_refused(tmp_path):
-    head = LesionHead(np.zeros(4), 0.0, np.zeros(4), np.ones(4), info={"model_digest": "ffffffffffffffff"})
+    head = LesionHead.from_tensors(np.zeros(4), 0.0, np.zeros(4), np.ones(4), info={"model_digest": "ffffffffffffffff"})
     with pytest.raises(HeadMismatchError, match="train-head"):
         head.check_model(BUNDLED_MODEL_DIR, tmp_path)
 
@@ -68,7 +68,7 @@ def test_the_bundled_head_reads_the_bundled_model():
     if not (BUNDLED_HEAD_DIR / "lesion_head.safetensors").is_file():
         pytest.fail(f"{BUNDLED_HEAD_DIR}: the bundled lesion head is missing")
     head = LesionHead.load(BUNDLED_HEAD_DIR)
-    assert len(head.weight) == 1280
+    assert head.n_features_in_ == 1280
     assert head.info["model_digest"] == model_digest(BUNDLED_MODEL_DIR)
     head.check_model(BUNDLED_MODEL_DIR)
     assert 0 < head.threshold < 1

@@ -1,5 +1,5 @@
 """A saved model scored on labelled data (`dermlens evaluate`); `dermlens operating-point` is tested with its
-command in tests/predict/test_operating_point_command.py."""
+command in tests/study/test_operating_point_command.py."""
 from __future__ import annotations
 
 import numpy as np

@@ -18,7 +18,7 @@ from dermlens.train import loop, recipe
 from dermlens.train.balance import class_balance
 from dermlens.train.checkpoint import TENSORS_FILE
 from dermlens.train.loop import learning_rate
-from dermlens.train.recipe import TrainConfig, choose_operating_point, train
+from dermlens.train.recipe import TrainConfig, train
 
 FAST = TrainConfig(image_size=32, epochs=2, batch_size=8, max_steps_per_epoch=1, num_workers=0, max_class_size=1)
 
@@ -203,27 +203,6 @@ def test_operating_point_reaches_the_target_sensitivity_on_validation(tiny_model
     assert sensitivity_specificity(truth, p_malignant, next_score + 1e-9)[0] < op.target_sensitivity
     # ...and no validation image sits on the threshold, where float noise in another engine would flip its call.
     assert np.abs(p_malignant - op.threshold).min() > 1e-4
-
-
-def test_choose_operating_point_on_known_scores():
-    tax = default_taxonomy()
-    classes = [TrainingClass("melanoma", 1), TrainingClass("melanocytic_nevus", 1)]
-    assignment = ClassAssignment(tax, classes)
-    p_mel = np.array([0.9, 0.8, 0.6, 0.3, 0.7, 0.2, 0.1, 0.05])
-    probs = np.stack([p_mel, 1 - p_mel], axis=1)
-    labels = ["melanoma"] * 4 + ["melanocytic_nevus"] * 4
-    op = choose_operating_point(tax, assignment, probs, labels, target=0.75)
-    # 3 of 4 melanomas score >= 0.6; the next lower score is 0.3: the threshold sits half-way, clear of both.
-    assert op.threshold == pytest.approx(0.45)
-    assert op.sensitivity == pytest.approx(0.75) and op.specificity == pytest.approx(0.75)  # 0.7 is a false alarm
-    every_melanoma = choose_operating_point(tax, assignment, probs, labels, target=1.0)
-    assert every_melanoma.threshold == pytest.approx(0.25)  # between the last melanoma (0.3) and the next score
-    assert every_melanoma.sensitivity == 1.0 and every_melanoma.specificity == pytest.approx(0.75)
-    p_low = np.array([0.9, 0.4, 0.7, 0.5])  # the lowest score of all is a melanoma's: half-way down to 0
-    low = choose_operating_point(tax, assignment, np.stack([p_low, 1 - p_low], 1), labels[2:6], target=1.0)
-    assert low.threshold == pytest.approx(0.2) and low.sensitivity == 1.0 and low.specificity == 0.0
-    only_benign = choose_operating_point(tax, assignment, probs[4:], labels[4:], target=0.75)
-    assert only_benign.threshold == 0.5 and "default" in only_benign.chosen_on
 
 
 def test_validation_images_of_an_untrained_class_are_left_out(tmp_path, synthetic_parts):

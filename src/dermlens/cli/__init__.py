@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError  # typer >= 0.22 vendors click
 from typer.core import TyperGroup
 
 from dermlens.cli import classify, gate, screen, segment, serve, study, taxonomy
@@ -41,10 +40,18 @@ def is_user_error(error: BaseException) -> bool:
     return False
 
 
-class UserError(ClickException):
+class UserError(typer.TyperException):
     """A user's mistake, told in one line."""
 
     exit_code = 2
+
+
+def is_bare_group_help(error: typer.TyperException) -> bool:
+    """The "error" a group called without a command raises (``no_args_is_help``): its message is its help text
+    (empty when Rich has already printed the help). Told by what it carries, through Typer's public names only
+    (its Click exception classes are private)."""
+    message = error.format_message().strip()
+    return getattr(error, "ctx", None) is not None and (not message or message.startswith("Usage:"))
 
 
 class DermlensGroup(TyperGroup):
@@ -53,7 +60,7 @@ class DermlensGroup(TyperGroup):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except (ClickException, typer.Exit, typer.Abort):
+        except (typer.TyperException, typer.Exit, typer.Abort):  # Typer's own (usage errors among them)
             raise
         except Exception as e:  # noqa: BLE001 - sorted below: user errors become one line, bugs keep their traceback
             if ctx.params.get("debug") or not is_user_error(e):
@@ -66,15 +73,16 @@ class DermlensGroup(TyperGroup):
             return super().main(args, prog_name, complete_var, standalone_mode, **extra)
         try:
             code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        except NoArgsIsHelpError as e:  # a bare group: its help, as typer shows it
-            e.show()
-            sys.exit(e.exit_code)
-        except UsageError as e:  # one line naming the option and the problem
-            path = e.ctx.command_path if e.ctx else (prog_name or "dermlens")
-            typer.echo(f"{path}: error: {e.format_message()} (see {path} --help)", err=True)
-            sys.exit(e.exit_code)
-        except ClickException as e:
-            typer.echo(e.format_message() if isinstance(e, UserError) else f"error: {e.format_message()}", err=True)
+        except typer.TyperException as e:
+            if isinstance(e, UserError):
+                typer.echo(e.format_message(), err=True)
+            elif is_bare_group_help(e):  # a bare group: its help, as typer shows it
+                typer.echo(e.format_message(), err=True)
+            elif getattr(e, "ctx", None) is not None or e.exit_code == 2:  # a usage error: one line naming the problem
+                path = e.ctx.command_path if getattr(e, "ctx", None) else (prog_name or "dermlens")
+                typer.echo(f"{path}: error: {e.format_message()} (see {path} --help)", err=True)
+            else:
+                typer.echo(f"error: {e.format_message()}", err=True)
             sys.exit(e.exit_code)
         except typer.Abort:
             typer.echo("Aborted!", err=True)

@@ -152,7 +152,7 @@ def export_command(
     calibration_size: Annotated[int, typer.Option(help="How many calibration images to use at most.")] = 200,
 ):
     """Export the classifier (preprocessed image in, training-class probabilities out) for ONNX Runtime."""
-    from dermlens.deploy.export import export_model
+    from dermlens.predict.export import export_model
     from dermlens.deploy.quantize import int8_triage_shift
     from dermlens.predict import bundled_model_dir
 
@@ -182,20 +182,30 @@ def operating_point(
     model: ModelOption = None,
     split: Annotated[Optional[str], typer.Option(help="Use only this fixed split of the data (empty: all of it).")] = "val",
     target_sensitivity: Annotated[float, typer.Option(help="Sensitivity for malignant lesions to reach.")] = 0.9,
-    out: Annotated[Optional[Path], typer.Option(help="Write the re-tuned model here; default: update the model in place.")] = None,
+    out: Annotated[Optional[Path], typer.Option(file_okay=False, help="Write the re-tuned model (a whole copy of the folder) here; default: update the model in place.")] = None,
+    engine: Annotated[str, typer.Option(help="The engine your users run (auto, torch or onnx): the thresholds are tuned on its probabilities.")] = "auto",
+    precision: Annotated[str, typer.Option(help="Its precision: fp32, bf16 (torch) or int8 (onnx; needs `dermlens export --int8` first).")] = "fp32",
+    tta: TtaOption = 1,
+    workers: WorkersOption = 2,
 ):
-    """Choose the referral threshold afresh on a site's own validation data for a target sensitivity."""
+    """Choose the referral thresholds afresh on a site's own validation data for a target sensitivity: the pooled
+    one and each modality's the data has photos of (its modality column)."""
     from dermlens.data.datasets import load_records
     from dermlens.data.splits import in_split
     from dermlens.predict import bundled_model_dir
     from dermlens.study.evaluate import set_operating_point
 
     records = in_split(load_records(data), split, data)
-    op = set_operating_point(model or bundled_model_dir(), records, target_sensitivity, out)
-    typer.echo(
-        f"refer when P({op.node}) >= {op.threshold:.4f}: sensitivity {op.sensitivity:.3f}, "
-        f"specificity {op.specificity:.3f} on {op.chosen_on}"
-    )
+    result = set_operating_point(model or bundled_model_dir(), records, target_sensitivity, out, engine=engine,
+                                 precision=precision, tta=tta, num_workers=workers)
+    for name, op in result.tuned.items():
+        was = result.before.get(name)
+        typer.echo(f"{name}: refer when P({op.node}) >= {op.threshold:.4f}"
+                   + (f" (was {was.threshold:.4f})" if was else "")
+                   + f": sensitivity {op.sensitivity:.3f}, specificity {op.specificity:.3f} on {op.chosen_on}")
+    for name, why in result.untuned.items():
+        typer.echo(f"{name}: not re-tuned ({why}); it stays as it was", err=True)
+    typer.echo(f"model: {result.model_dir}", err=True)
 
 
 @app.command("model-card")

@@ -1,23 +1,20 @@
-"""int8: static quantization of an fp32 ONNX export, calibrated on real images, and what it does to the triage
-calls (int8 reuses fp32's referral thresholds, so the shift is measured and recorded in the file)."""
+"""int8: static quantization of an fp32 ONNX export, calibrated on real images. What it does to the triage calls
+(int8 reuses fp32's referral thresholds) is measured on the Predictor's analyses (``dermlens.predict.export``) and
+recorded in the file here."""
 from __future__ import annotations
 
 import json
 import os
 import random
+import shutil
 import tempfile
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from dermlens.deploy.onnx_export import (
-    INPUT_NAME, _atomic_target, _onnx, _write_metadata, onnx_class_probabilities, onnxruntime, read_metadata,
-    session_options,
-)
-from dermlens.models.saved import ModelConfig
+from dermlens.deploy.onnx_export import INPUT_NAME, _atomic_target, _onnx, _write_metadata, onnxruntime, read_metadata
 
 
 def calibration_images(source: str | Path, limit: int = 200, seed: int = 0) -> list[Path]:
@@ -86,7 +83,7 @@ class _ImageReader:
 
 
 def quantize_int8(fp32_path: str | Path, out_path: str | Path, calibration: Iterable[Path], transform,
-                  config: ModelConfig | None = None, progress: bool = False) -> Path:
+                  progress: bool = False) -> Path:
     """Static int8 quantization (QDQ, per-channel int8 weights, uint8 activations: the layout ORT's x86 VNNI
     kernels run fastest) with activation ranges from ``calibration`` images. The softmax stays in float: its
     output is what the triage threshold reads, and 1/256 steps would move it."""
@@ -114,9 +111,8 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, calibration: Iter
                 extra_options={"CalibStridedMinMax": 1},
             )
             reader.bar.close()
-            extra = {TRIAGE_SHIFT_KEY: json.dumps(triage_shift(fp32_path, tmp, reader.batches, config))} if config else {}
             _write_metadata(tmp, {**metadata, "dermlens_precision": "int8",
-                                  "dermlens_calibration_images": reader.count, **extra})
+                                  "dermlens_calibration_images": reader.count})
             os.replace(tmp, out_path)
         finally:
             tmp.unlink(missing_ok=True)
@@ -126,27 +122,16 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, calibration: Iter
 TRIAGE_SHIFT_KEY = "dermlens_int8_triage_shift"
 
 
-def triage_shift(fp32_path: Path, int8_path: Path, batches: Sequence[np.ndarray], config: ModelConfig) -> dict:
-    """How int8 moves the triage call, measured on the calibration images: for each operating point of the model
-    (photos of unknown modality and each modality's), the number of images whose refer/reassure call differs
-    from fp32's, and the largest change of P(node). int8 reuses fp32's thresholds, so a user must see this."""
-    from dermlens.taxonomy import TreeSum, default_taxonomy
-
-    ort = onnxruntime()
-    sessions = [ort.InferenceSession(str(p), session_options(), providers=["CPUExecutionProvider"])
-                for p in (fp32_path, int8_path)]
-    probs = [np.concatenate([onnx_class_probabilities(s, b) for b in batches]).astype(np.float64) for s in sessions]
-    probs = [p / p.sum(1, keepdims=True) for p in probs]  # as the Predictor renormalises
-    tree_sum = TreeSum(default_taxonomy(), config.classes)
-    points = {"unknown modality": config.operating_point, **config.operating_points}
-    report = {"images": int(len(probs[0])), "operating_points": {}}
-    for name, op in points.items():
-        p32, p8 = (tree_sum.node(p, op.node) for p in probs)
-        report["operating_points"][name] = {
-            "threshold": op.threshold, "calls_changed": int((op.refers(p32) != op.refers(p8)).sum()),
-            "max_probability_change": float(np.abs(p32 - p8).max()),
-        }
-    return report
+def record_triage_shift(int8_path: str | Path, report: dict) -> None:
+    """Keep ``report`` (how int8 moves the triage calls against fp32) in the int8 file's metadata; atomic."""
+    int8_path = Path(int8_path)
+    tmp = _atomic_target(int8_path)
+    try:
+        shutil.copy2(int8_path, tmp)
+        _write_metadata(tmp, {**read_metadata(int8_path), TRIAGE_SHIFT_KEY: json.dumps(report)})
+        os.replace(tmp, int8_path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def int8_triage_shift(path: str | Path) -> dict | None:

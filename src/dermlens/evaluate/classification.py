@@ -33,13 +33,14 @@ def _argmax_among(node_probs: np.ndarray, node_ids: list[str], candidates: list[
 
 def binary_task(
     node_probs: np.ndarray, node_ids: list[str], truth_nodes: Sequence[str], taxonomy: Taxonomy,
-    positive: str, negative: str, threshold: float | None = None, groups=None, n_boot: int = 1000,
+    positive: str, negative: str, threshold: float | np.ndarray | None = None, groups=None, n_boot: int = 1000,
     threshold_node: str = "malignant",
 ) -> dict | None:
     """Positive-vs-negative among images under either node; None when a side is empty.
 
     The ROC uses P(positive node); sensitivity and specificity use the triage rule, P(threshold_node) >= threshold,
-    because that is the call a user of the model actually gets.
+    because that is the call a user of the model actually gets. ``threshold``: one for every image, or one per
+    image (each photo's own operating point, e.g. its modality's).
     """
     under = lambda node, top: node == top or top in taxonomy.ancestors(node)  # noqa: E731
     pos = np.array([under(n, positive) for n in truth_nodes])
@@ -55,12 +56,16 @@ def binary_task(
         "auc_ci95": bootstrap_ci(roc_auc_score, [y, score], n=n_boot, groups=g),
     }
     if threshold is not None:
-        triage = node_probs[keep, node_ids.index(threshold_node)]
-        sens, spec = sensitivity_specificity(y, triage, threshold)
-        result.update(threshold=threshold, threshold_node=threshold_node, sensitivity=sens, specificity=spec)
+        # P - threshold >= 0 exactly when P >= threshold (float subtraction of close numbers is exact), so one
+        # rule at 0 serves a single threshold and per-image ones alike, resampled with their images
+        thresholds = np.broadcast_to(np.asarray(threshold, dtype=float), (len(node_probs),))[keep]
+        margin = node_probs[keep, node_ids.index(threshold_node)] - thresholds
+        sens, spec = sensitivity_specificity(y, margin, 0.0)
+        shown = float(threshold) if np.ndim(threshold) == 0 else "per photo (its operating point)"
+        result.update(threshold=shown, threshold_node=threshold_node, sensitivity=sens, specificity=spec)
         for i, name in enumerate(("sensitivity_ci95", "specificity_ci95")):
             result[name] = bootstrap_ci(
-                lambda a, b, i=i: sensitivity_specificity(a, b, threshold)[i], [y, triage], n=n_boot, groups=g
+                lambda a, b, i=i: sensitivity_specificity(a, b, 0.0)[i], [y, margin], n=n_boot, groups=g
             )
     return result
 
@@ -97,7 +102,8 @@ def resolvable_node(taxonomy: Taxonomy, node: str, class_nodes: Sequence[str]) -
 
 def evaluate_node_probabilities(
     node_probs: np.ndarray, node_ids: list[str], truth_nodes: Sequence[str], taxonomy: Taxonomy,
-    threshold: float | None = None, groups=None, n_boot: int = 1000, class_nodes: Sequence[str] | None = None,
+    threshold: float | np.ndarray | None = None, groups=None, n_boot: int = 1000,
+    class_nodes: Sequence[str] | None = None,
 ) -> dict:
     """Every figure the data allows: dataset classes, 3-way, 9-way, malignant-vs-benign and the paper's tasks.
 

@@ -1,10 +1,12 @@
 """Operating points: thresholds on a score chosen for a target sensitivity (or specificity) on validation data.
 
 The rule that applies a threshold is :func:`dermlens.taxonomy.triage.refers`; this module only chooses thresholds.
+:func:`choose_operating_points` is the one place a model's points (pooled and per modality) are chosen.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
@@ -54,7 +56,8 @@ def choose_operating_point(
     taxonomy: Taxonomy, assignment: ClassAssignment, probs: np.ndarray, label_nodes: Sequence[str], target: float
 ) -> OperatingPoint:
     """Referral threshold on P(malignant) reaching ``target`` sensitivity on validation data (class probabilities
-    ``probs`` of the images whose label nodes are ``label_nodes``)."""
+    ``probs`` of the images whose label nodes are ``label_nodes``), and the non-neoplastic threshold for the photos
+    it does not refer (:func:`choose_non_neoplastic_threshold`)."""
     tree_sum = TreeSum(taxonomy, assignment.classes)
     p_malignant = tree_sum.node(probs, "malignant")
     top_level = np.array([taxonomy.ancestor_at_level(n, 1) for n in label_nodes])
@@ -104,3 +107,69 @@ def choose_non_neoplastic_threshold(point: OperatingPoint, p_malignant, p_non_ne
     point.non_neoplastic_recall = float(refers(p_non_neoplastic[non_neoplastic], point.non_neoplastic_threshold).mean())
     point.benign_called_non_neoplastic = float(refers(p_non_neoplastic[benign], point.non_neoplastic_threshold).mean())
     return point
+
+
+POOLED = "pooled"  # the point for photos of unknown modality
+
+
+@dataclass
+class OperatingPoints:
+    """The points chosen on one set of labelled photos: ``pooled`` (photos of unknown modality) and one per
+    modality with photos of its own. ``untuned`` names each point the data could not choose, and why."""
+
+    pooled: OperatingPoint
+    per_modality: dict[str, OperatingPoint] = field(default_factory=dict)
+    untuned: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def tuned(self) -> dict[str, OperatingPoint]:
+        """Every point the data chose, by name (``pooled`` or a modality)."""
+        points = {} if POOLED in self.untuned else {POOLED: self.pooled}
+        return {**points, **self.per_modality}
+
+    def apply(self, config) -> dict[str, OperatingPoint]:
+        """Write the tuned points into a model's config (``ModelConfig``); the others stay as they were. Returns
+        the points replaced, by name, as they were before."""
+        before = {POOLED: config.operating_point, **config.operating_points}
+        if POOLED not in self.untuned:
+            config.operating_point = self.pooled
+        config.operating_points = {**config.operating_points, **self.per_modality}
+        return {name: before[name] for name in self.tuned if name in before}
+
+
+def choose_operating_points(
+    taxonomy: Taxonomy, classes, probs: np.ndarray, label_nodes: Sequence[str], modalities: Sequence[str],
+    target: float, *, chosen_with: str = "",
+) -> OperatingPoints:
+    """The one place that chooses a model's operating points from labelled photos (training's validation part,
+    the study's fast model, ``dermlens operating-point``): the pooled point on every photo, and each modality's
+    (``dermlens.models.modality.MODALITIES``) on the photos labelled with it. ``probs``: their class probabilities
+    (the engine a user will run should give them); ``chosen_with``: added to each point's ``chosen_on``, e.g. the
+    engine."""
+    from dermlens.models.modality import MODALITIES
+
+    assignment = classes if isinstance(classes, ClassAssignment) else ClassAssignment(taxonomy, classes)
+    probs, label_nodes, modalities = np.asarray(probs), list(label_nodes), np.asarray(list(modalities), dtype=object)
+    suffix = f", {chosen_with}" if chosen_with else ""
+
+    def choose(mask: np.ndarray) -> OperatingPoint:
+        op = choose_operating_point(taxonomy, assignment, probs[mask], [n for n, m in zip(label_nodes, mask) if m], target)
+        if op.target_sensitivity is not None:
+            op.chosen_on = op.chosen_on[:-1] + suffix + ")" if op.chosen_on.endswith(")") else op.chosen_on + suffix
+        return op
+
+    pooled = choose(np.ones(len(label_nodes), bool))
+    points = OperatingPoints(pooled)
+    if pooled.target_sensitivity is None:
+        points.untuned[POOLED] = pooled.chosen_on
+    for modality in MODALITIES:
+        mask = modalities == modality
+        if not mask.any():
+            points.untuned[modality] = f"no {modality} photos in the data"
+            continue
+        op = choose(mask)
+        if op.target_sensitivity is None:
+            points.untuned[modality] = f"{modality} photos: {op.chosen_on}"
+        else:
+            points.per_modality[modality] = op
+    return points

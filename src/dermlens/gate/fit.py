@@ -19,8 +19,9 @@ import numpy as np
 import torch
 
 from dermlens.gate.data import Photo, load_skin, non_skin_photos, skin_records
-from dermlens.gate.gate import Gate, GateThresholds, OodModel, SkinHead
+from dermlens.gate.gate import Gate, GateThresholds, OodModel
 from dermlens.gate.quality import QualityThresholds, measure, unnormalise
+from dermlens.models.embedding_head import EmbeddingHead
 
 DEFAULT_DATA_ROOT = Path("../shared/data")
 DATASETS = ("ham10000", "isic2017", "ph2", "dermnet", "sd198_clinical")
@@ -97,20 +98,13 @@ def fit_gate(predictor, data_dirs: Sequence[str | Path], *, per_dataset: int = 2
 
 
 def fit_on(fit: FitSet) -> Gate:
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
-
     skin_emb, skin_measures, datasets, other_emb = fit.skin_embeddings, fit.skin_measures, fit.datasets, fit.other_embeddings
     in_a = _halves(len(datasets), fit.seed)
 
     # The skin head: real skin (half A) against non-skin pictures, balanced.
     x = torch.cat([skin_emb[torch.from_numpy(in_a)], other_emb]).numpy().astype(np.float64)
     y = np.r_[np.ones(int(in_a.sum())), np.zeros(len(other_emb))]
-    scaler = StandardScaler().fit(x)
-    head = LogisticRegression(C=0.05, max_iter=3000, class_weight="balanced").fit(scaler.transform(x), y)
-    weight = head.coef_[0] / scaler.scale_
-    bias = head.intercept_[0] - float(weight @ scaler.mean_)
-    skin_head = SkinHead(torch.tensor(weight, dtype=torch.float32), torch.tensor([bias], dtype=torch.float32))
+    skin_head = EmbeddingHead(C=0.05, max_iter=3000, class_weight="balanced").fit(x, y)
     ood = OodModel.fit(skin_emb[torch.from_numpy(in_a)].numpy().astype(np.float64))
 
     held = ~in_a

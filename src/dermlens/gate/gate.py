@@ -17,82 +17,25 @@ poor_quality (another photo would help), ``cannot_assess`` for out_of_distributi
 
 A model without a fitted gate (no ``gate`` entry in its config) still gets the classical checks with lenient
 default thresholds; its predictions say ``gate_fitted: false`` so nobody mistakes that for the full gate.
-Parameters live beside the model: ``gate.safetensors`` (skin head, out-of-distribution model) and the thresholds
-in ``config.json["gate"]``, next to the operating points.
+Parameters live beside the model: ``gate_skin_head.safetensors`` + ``.json`` (the skin head, an embedding head
+like the modality recogniser), ``gate.safetensors`` (the out-of-distribution model) and the thresholds in
+``config.json["gate"]``, next to the operating points.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from dermlens.gate.quality import QualityMeasures, QualityThresholds, exposure_problem, measure, unnormalise
+from dermlens.gate.verdict import ADVICE, NOT_CHECKED, VERDICTS, GateVerdict, Verdict, not_checked
+from dermlens.models.embedding_head import EmbeddingHead
 
 GATE_FILE = "gate.safetensors"
-VERDICTS = ("ok", "not_skin", "poor_quality", "out_of_distribution")
-NOT_CHECKED = "not_checked"  # what --no-gate writes in place of a verdict
-
-ADVICE = {
-    "ok": "",
-    "not_skin": "This does not look like a photo of skin. Take a photo of the skin spot itself, filling most of "
-                "the picture, and try again.",
-    "low_resolution": "The photo is too small to judge. Take it again closer to the spot, with the camera's full "
-                      "resolution (no screenshots or thumbnails).",
-    "overexposed": "The photo is too bright: the spot is washed out. Take it again in daylight without the flash, "
-                   "out of direct sunlight.",
-    "underexposed": "The photo is too dark. Take it again in daylight or a well-lit room.",
-    "out_of_focus": "The photo is blurred. Hold the camera still, tap the spot to focus, and take it again from "
-                    "a little further away if the camera cannot focus that close.",
-    "out_of_distribution": "This photo is unlike any the model learned from, so its answer would not be reliable. "
-                           "It cannot assess this photo; please show the spot to a doctor.",
-    NOT_CHECKED: "The photo gate was switched off (research use): the answer was given without checking the photo.",
-}
-
-
-@dataclass
-class GateVerdict:
-    verdict: str  # one of VERDICTS, or NOT_CHECKED
-    reason: str = ""  # poor_quality: low_resolution / overexposed / underexposed / out_of_focus; not_skin: blank / not_skin
-    p_skin: float | None = None
-    ood_score: float | None = None  # distance / threshold: above 1 is out of distribution
-    measures: QualityMeasures | None = None
-
-    @property
-    def quality(self) -> str:
-        """The ``quality`` column: ``ok``, ``not_skin``, ``poor_quality:<reason>``, ``out_of_distribution`` or
-        ``not_checked``."""
-        return f"poor_quality:{self.reason}" if self.verdict == "poor_quality" else self.verdict
-
-    @property
-    def triage(self) -> str | None:
-        """What replaces refer/reassure, or None when the model may answer."""
-        if self.verdict in ("not_skin", "poor_quality"):
-            return "retake"
-        if self.verdict == "out_of_distribution":
-            return "cannot_assess"
-        return None
-
-    @property
-    def advice(self) -> str:
-        return ADVICE.get(self.reason if self.verdict == "poor_quality" else self.verdict, "")
-
-    @property
-    def stopped(self) -> bool:
-        return self.triage is not None
-
-
-class SkinHead:
-    """P(skin photo) from an embedding: a logistic map with the standardisation folded in (as models/modality.py)."""
-
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor):
-        self.weight, self.bias = weight.float().reshape(-1), bias.float().reshape(())
-
-    def probability(self, features: torch.Tensor) -> np.ndarray:
-        return torch.sigmoid(torch.as_tensor(features).float() @ self.weight + self.bias).numpy()
+SKIN_HEAD = "gate_skin_head"  # an embedding head: P(skin photo)
 
 
 class OodModel:
@@ -141,7 +84,7 @@ class GateThresholds:
 class Gate:
     """``verdicts(pixels, embeddings, shorter_sides)`` gives one :class:`GateVerdict` per photo."""
 
-    def __init__(self, thresholds: GateThresholds | None = None, skin_head: SkinHead | None = None,
+    def __init__(self, thresholds: GateThresholds | None = None, skin_head: EmbeddingHead | None = None,
                  ood: OodModel | None = None, info: dict | None = None):
         self.thresholds = thresholds or GateThresholds()
         self.skin_head, self.ood = skin_head, ood
@@ -166,17 +109,17 @@ class Gate:
         for m, p, d in zip(measures, p_skin, distance):
             p = None if p is None else float(p)
             score = None if d is None or t.max_ood_distance is None else float(d) / t.max_ood_distance
-            verdict = GateVerdict("ok", p_skin=p, ood_score=score, measures=m)
+            verdict = GateVerdict(Verdict.OK, p_skin=p, ood_score=score, measures=m)
             if reason := exposure_problem(m, t.quality):  # a washed-out photo has little contrast left, too
-                verdict.verdict, verdict.reason = "poor_quality", reason
+                verdict.verdict, verdict.reason = Verdict.POOR_QUALITY, reason
             elif m.contrast < t.quality.min_contrast:
-                verdict.verdict, verdict.reason = "not_skin", "blank"
+                verdict.verdict, verdict.reason = Verdict.NOT_SKIN, "blank"
             elif p is not None and p < t.min_p_skin:
-                verdict.verdict, verdict.reason = "not_skin", "not_skin"
+                verdict.verdict, verdict.reason = Verdict.NOT_SKIN, "not_skin"
             elif m.focus < t.quality.min_focus:
-                verdict.verdict, verdict.reason = "poor_quality", "out_of_focus"
+                verdict.verdict, verdict.reason = Verdict.POOR_QUALITY, "out_of_focus"
             elif score is not None and score > 1:
-                verdict.verdict = "out_of_distribution"
+                verdict.verdict = Verdict.OUT_OF_DISTRIBUTION
             out.append(verdict)
         return out
 
@@ -185,43 +128,44 @@ class Gate:
         out-of-distribution thresholds were set on close-ups of one lesion, which a body photo is not."""
         q = self.thresholds.quality
         if m.overexposed > q.max_overexposed:
-            return GateVerdict("poor_quality", "overexposed", measures=m)
+            return GateVerdict(Verdict.POOR_QUALITY, "overexposed", measures=m)
         if m.underexposed > q.max_underexposed or m.brightness < q.min_brightness:
-            return GateVerdict("poor_quality", "underexposed", measures=m)
+            return GateVerdict(Verdict.POOR_QUALITY, "underexposed", measures=m)
         if m.contrast < q.min_contrast:
-            return GateVerdict("not_skin", "blank", measures=m)
-        return GateVerdict("ok", measures=m)
+            return GateVerdict(Verdict.NOT_SKIN, "blank", measures=m)
+        return GateVerdict(Verdict.OK, measures=m)
 
     def verdicts_for_inputs(self, batch: torch.Tensor, preprocessing, embeddings=None, shorter_sides=None):
         """The same from normalised model inputs."""
         return self.verdicts(unnormalise(batch, preprocessing.mean, preprocessing.std), embeddings, shorter_sides)
 
+    def photo_verdict_for_input(self, image: torch.Tensor, preprocessing) -> GateVerdict:
+        """:meth:`photo_verdict` of one wide-field photo from its normalised model input (C, H, W)."""
+        return self.photo_verdict(measure(unnormalise(image[None], preprocessing.mean, preprocessing.std))[0])
+
     # -- persistence ---------------------------------------------------------------------------------------------
 
     def save(self, model_dir: str | Path, config=None) -> None:
-        """Write ``gate.safetensors`` and the ``gate`` entry of the model's ``config.json`` (re-read, so nothing
-        else in it changes)."""
-        from dermlens.models.saved import CONFIG_FILE
+        """Attach the gate to a model folder (``dermlens.models.folder``: atomic, config last): the skin head as an
+        embedding head (``gate_skin_head.safetensors`` + ``.json``), the out-of-distribution model in
+        ``gate.safetensors``, and the ``gate`` entry of ``config.json`` naming both with the thresholds."""
+        from dermlens.models.folder import attach
 
         model_dir = Path(model_dir)
         if not self.fitted:
             raise ValueError("only a fitted gate is saved; an unfitted one is the default")
-        save_file({
-            "skin_weight": self.skin_head.weight.contiguous(), "skin_bias": self.skin_head.bias.reshape(1),
-            "ood_mean": self.ood.mean.float(), "ood_components": self.ood.components.float().contiguous(),
-            "ood_variances": self.ood.variances.float(), "ood_noise": torch.tensor([self.ood.noise], dtype=torch.float32),
-        }, str(model_dir / GATE_FILE), metadata={"format": "dermlens-gate"})
-        entry = {"file": GATE_FILE, "thresholds": self.thresholds.to_dict(), **self.info}
-        path = model_dir / CONFIG_FILE
-        raw = json.loads(path.read_text())
-        raw["gate"] = entry
-        path.write_text(json.dumps(raw, indent=2) + "\n")
+        self.skin_head.save(model_dir, SKIN_HEAD)
+        entry = {"file": GATE_FILE, "skin_head": SKIN_HEAD, "thresholds": self.thresholds.to_dict(), **self.info}
+        ood = {"ood_mean": self.ood.mean.float(), "ood_components": self.ood.components.float(),
+               "ood_variances": self.ood.variances.float(), "ood_noise": torch.tensor([self.ood.noise], dtype=torch.float32)}
+        attach(model_dir, {GATE_FILE: ood}, {"gate": entry}, metadata={"format": "dermlens-gate"})
         if config is not None:
             config.gate = entry
 
     @classmethod
     def load(cls, model_dir: str | Path, config) -> "Gate":
-        """The model's fitted gate, or the unfitted default (classical checks only) when its config has none."""
+        """The model's fitted gate, or the unfitted default (classical checks only) when its config has none.
+        A gate saved by earlier versions (the skin head's folded weights inside ``gate.safetensors``) loads too."""
         entry = getattr(config, "gate", None)
         if not entry:
             return cls()
@@ -230,14 +174,14 @@ class Gate:
             raise FileNotFoundError(f"{path}: the model's config names a gate file that is missing; "
                                     "run `dermlens gate fit --model DIR` again")
         t = load_file(str(path))
-        info = {k: v for k, v in entry.items() if k not in ("file", "thresholds")}
-        return cls(GateThresholds.from_dict(entry["thresholds"]), SkinHead(t["skin_weight"], t["skin_bias"]),
+        if "skin_head" in entry:
+            skin_head = EmbeddingHead.load(model_dir, entry["skin_head"])
+        else:
+            skin_head = EmbeddingHead.from_tensors(t["skin_weight"], t["skin_bias"])
+        info = {k: v for k, v in entry.items() if k not in ("file", "skin_head", "thresholds")}
+        return cls(GateThresholds.from_dict(entry["thresholds"]), skin_head,
                    OodModel(t["ood_mean"], t["ood_components"], t["ood_variances"], t["ood_noise"]), info)
 
 
-def not_checked() -> GateVerdict:
-    return GateVerdict(NOT_CHECKED)
-
-
-__all__ = ["ADVICE", "GATE_FILE", "Gate", "GateThresholds", "GateVerdict", "OodModel", "SkinHead", "VERDICTS",
-           "NOT_CHECKED", "not_checked"]
+__all__ = ["ADVICE", "GATE_FILE", "SKIN_HEAD", "Gate", "GateThresholds", "GateVerdict", "OodModel", "VERDICTS",
+           "NOT_CHECKED", "Verdict", "not_checked"]

@@ -1,26 +1,24 @@
 """A trained model on disk: ``model.safetensors`` (weights) + ``config.json`` (everything else).
 
 ``save_weights`` / ``load_weights`` are the one format for every model kind (the classifier here, the lesion
-segmenter, the PET U-Net); ``save_model`` / ``load_model`` add the classifier's config and taxonomy check on top.
+segmenter, the PET U-Net; written by :mod:`dermlens.models.folder`, atomically); ``save_model`` / ``load_model`` add
+the classifier's config and taxonomy check on top.
 No pickle anywhere: a model file from a stranger can at worst hold wrong numbers, never run code.
 """
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from dermlens.data.transforms import Preprocessing
 from dermlens.models.backbones import create_backbone
+from dermlens.models.folder import CONFIG_FILE, WEIGHTS_FILE, read_config_dict, save_weights
 from dermlens.taxonomy import OperatingPoint, Taxonomy, TrainingClass, default_taxonomy
 
 FORMAT_VERSION = 1
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
 
 
 class TaxonomyMismatchError(ValueError):
@@ -66,39 +64,7 @@ class ModelConfig:
         return cls(**d)
 
 
-# -- the one on-disk format ---------------------------------------------------------------------------------------
-
-def save_weights(directory: str | Path, state_dict: dict[str, torch.Tensor], config: dict,
-                 metadata: dict[str, str] | None = None) -> Path:
-    """Write ``model.safetensors`` and ``config.json`` into ``directory`` (other files there are left alone).
-
-    Each file goes to a temporary name and is renamed into place, weights first and config last: a kill leaves
-    every file whole, and a folder whose config is there has its weights too.
-    """
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
-    weights_tmp, config_tmp = directory / (WEIGHTS_FILE + ".tmp"), directory / (CONFIG_FILE + ".tmp")
-    save_file(tensors, str(weights_tmp), metadata={"format": "dermlens", **(metadata or {})})
-    config_tmp.write_text(json.dumps(config, indent=2) + "\n")
-    os.replace(weights_tmp, directory / WEIGHTS_FILE)
-    os.replace(config_tmp, directory / CONFIG_FILE)
-    return directory
-
-
-def read_config_dict(directory: str | Path) -> dict:
-    """``config.json`` of a model folder, without touching the weights."""
-    path = Path(directory) / CONFIG_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no model config (a model folder holds {CONFIG_FILE} and {WEIGHTS_FILE})")
-    try:
-        config = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not a valid dermlens model config ({e})") from e
-    if not isinstance(config, dict):
-        raise ValueError(f"{path}: not a valid dermlens model config (a JSON object is expected)")
-    return config
-
+# -- the one on-disk format (written by models.folder, atomically) ----------------------------------------------
 
 def load_weights(directory: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     """(state dict, config dict) of a model folder written by ``save_weights`` (or by earlier dermlens versions,

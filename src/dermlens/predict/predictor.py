@@ -1,14 +1,14 @@
-"""The one object that loads a model once and answers for paths, PIL images and arrays.
+"""The one object that loads a model once and answers for paths, PIL images and arrays with one
+:class:`~dermlens.predict.analysis.Analysis` per photo.
 
-    photo ─► data.io.load_image ─► eval transform ─► network ─► softmax over training classes
+    photo ─► data.io.load_image ─► eval transform ─► network ─► softmax over training classes (+ the embedding)
           ─► taxonomy tree sum (every node) ─► top-5 diseases
-          ─► modality (given, or recognised from the embedding) ─► triage at that modality's operating point
+          ─► modality (given, or recognised from the embedding) ─► referral at that modality's operating point
           ─► the gate (dermlens.gate: not skin, poor photo, out of distribution) ─► triage retake / cannot_assess
 """
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +20,7 @@ from dermlens.gate import Gate, GateVerdict, not_checked
 from dermlens.models import ModelConfig, load_model
 from dermlens.models.features import pre_logits
 from dermlens.models.modality import ModalityRecogniser, check_modality
+from dermlens.predict.analysis import Analysis, Prediction
 from dermlens.taxonomy import Taxonomy, TreeSum, default_taxonomy
 
 BUNDLED_MODEL_DIR = Path(__file__).resolve().parent.parent / "weights"
@@ -37,34 +38,6 @@ def bundled_model_dir() -> Path:
         "no bundled model in this installation; train one with `dermlens train --data DATA --out runs/x` "
         "and pass `--model runs/x/model`"
     )
-
-
-@dataclass
-class Prediction:
-    image: str
-    probabilities: dict[str, float] = field(default_factory=dict)  # every taxonomy node
-    top5: list[tuple[str, float]] = field(default_factory=list)  # training-class nodes, most likely first
-    triage: str = ""  # "refer" or "reassure"; empty when the image failed
-    error: str = ""
-    modality: str = ""  # "dermoscopic" or "clinical" (given or recognised); "" when the model knows one only
-    modality_source: str = ""  # "given" or "recognised"
-    quality: str = ""  # the gate: ok, not_skin, poor_quality:<reason>, out_of_distribution, or not_checked (--no-gate)
-    ood_score: float | None = None  # distance from the training photos / the gate's threshold: above 1 is too far
-    advice: str = ""  # what to do, in plain words, when the gate stopped the photo
-
-    def to_dict(self) -> dict:
-        return {
-            "image": self.image,
-            "error": self.error,
-            "triage": self.triage,
-            "modality": self.modality,
-            "modality_source": self.modality_source,
-            "quality": self.quality,
-            "ood_score": self.ood_score,
-            "advice": self.advice,
-            "top5": [{"node": n, "probability": p} for n, p in self.top5],
-            "probabilities": self.probabilities,
-        }
 
 
 def _normalised(probabilities: torch.Tensor) -> np.ndarray:
@@ -108,9 +81,6 @@ class Predictor:
         from dermlens.predict.engines import make_engine
 
         self.engine = make_engine(self.model_dir, self.model, self.config, engine, precision, threads)
-        # an exact engine without TTA gives the embedding with the probabilities: one pass serves the diagnosis,
-        # the modality recogniser and the gate
-        self._one_pass = self.engine.exact and tta <= 1
 
     @property
     def engine_name(self) -> str:
@@ -155,35 +125,42 @@ class Predictor:
             embeddings = self.embeddings(batch)
         return self.gate.verdicts_for_inputs(batch, self.config.preprocessing, embeddings, shorter_sides)
 
-    def _describe(self, name: str, class_probs: np.ndarray, node_probs: np.ndarray, modality: str = "",
-                  modality_source: str = "", verdict: GateVerdict | None = None) -> Prediction:
+    def _analysis(self, name: str, class_probs: np.ndarray, node_probs: np.ndarray, modality: str = "",
+                  modality_source: str = "", verdict: GateVerdict | None = None,
+                  embedding: np.ndarray | None = None) -> Analysis:
         op = self.config.operating_point_for(modality)
         p_node = dict(zip(self.node_ids, (float(p) for p in node_probs)))
         order = np.argsort(-class_probs)[:5]
-        return Prediction(
+        referral = op.triage(p_node)
+        return Analysis(
             image=name,
             probabilities=p_node,
             top5=[(self.config.classes[i].node, float(class_probs[i])) for i in order],
-            triage=(verdict and verdict.triage) or op.triage(p_node[op.node], p_node.get("non_neoplastic")),
+            triage=(verdict and verdict.triage) or referral,
             modality=modality,
             modality_source=modality_source,
-            quality=verdict.quality if verdict else "",
-            ood_score=verdict.ood_score if verdict else None,
-            advice=verdict.advice if verdict else "",
+            gate=verdict,
+            operating_point=op,
+            referral=referral,
+            class_probabilities=class_probs,
+            embedding=embedding,
         )
 
-    def predict(self, images: Sequence, names: Sequence[str] | None = None, batch_size: int = 32,
-                modality: str | None = None) -> list[Prediction]:
-        """Predict for paths, bytes, PIL images or arrays. A bad image yields a Prediction with ``error`` set.
+    def analyse(self, images: Sequence, names: Sequence[str] | None = None, batch_size: int = 32,
+                modality: str | None = None, *, tta: int | None = None,
+                with_embedding: bool = False) -> list[Analysis]:
+        """One :class:`Analysis` per path, bytes, PIL image or array; a bad image yields one with ``error`` set.
 
         ``modality`` ("dermoscopic" or "clinical") picks that modality's operating point; None recognises it.
+        ``tta``: test-time augmentation views for this call (default: the Predictor's). ``with_embedding``: fill
+        ``Analysis.embedding`` even where no other part needed it (it comes free with an exact engine and no TTA).
         """
         check_modality(modality)
-        if _is_single_image(images):  # predict("x.jpg") means one photo, not one per character
+        if _is_single_image(images):  # analyse("x.jpg") means one photo, not one per character
             images = [images]
             names = [names] if isinstance(names, str) else names
         names = list(names) if names is not None else [str(i) if isinstance(i, (str, Path)) else f"<image {k}>" for k, i in enumerate(images)]
-        results: list[Prediction | None] = [None] * len(images)
+        results: list[Analysis | None] = [None] * len(images)
         for start in range(0, len(images), batch_size):
             tensors, slots, sides = [], [], []
             for k in range(start, min(start + batch_size, len(images))):
@@ -193,33 +170,76 @@ class Predictor:
                     sides.append(min(image.size))
                     slots.append(k)
                 except ImageDecodeError as e:
-                    results[k] = Prediction(image=names[k], error=e.reason)
+                    results[k] = Analysis(image=names[k], error=e.reason)
             if tensors:
-                yield_batch = self.predict_tensors(torch.stack(tensors), [names[k] for k in slots], modality, sides)
-                for k, prediction in zip(slots, yield_batch):
-                    results[k] = prediction
+                analyses = self.analyse_tensors(torch.stack(tensors), [names[k] for k in slots], modality, sides,
+                                                tta=tta, with_embedding=with_embedding)
+                for k, analysis in zip(slots, analyses):
+                    results[k] = analysis
         return results  # type: ignore[return-value]
 
-    def predict_tensors(self, batch: torch.Tensor, names: Iterable[str], modality: str | None = None,
-                        shorter_sides: Sequence[int] | None = None) -> list[Prediction]:
-        """For callers that prepare tensors themselves (a DataLoader with workers, the web service).
+    def analyse_tensors(self, batch: torch.Tensor, names: Iterable[str], modality: str | None = None,
+                        shorter_sides: Sequence[int] | None = None, *, tta: int | None = None,
+                        with_embedding: bool = False) -> list[Analysis]:
+        """For callers that prepare tensors themselves (a DataLoader with workers).
 
         ``shorter_sides``: each decoded photo's shorter side in pixels, for the gate's resolution check (skipped
         when not given: the tensor alone no longer knows)."""
+        tta = self.tta if tta is None else tta
+        if not 1 <= tta <= 8:
+            raise ValueError(f"tta must be 1-8 test-time augmentation views; got {tta}")
         embeddings = None
-        if self._one_pass:
+        if self.engine.exact and tta <= 1:  # one pass gives the embedding with the probabilities
             probabilities, embeddings = self.engine.probabilities_and_embeddings(batch)
             class_probs = _normalised(probabilities)
         else:
-            class_probs = self.class_probabilities(batch)
+            class_probs = _normalised(self.engine.class_probabilities(batch, tta))
         node_probs = self.node_probabilities(class_probs)
-        if embeddings is None and ((self.gate is not None and self.gate.fitted)
+        if embeddings is None and (with_embedding or (self.gate is not None and self.gate.fitted)
                                    or (check_modality(modality) is None and self.modality_recogniser is not None)):
-            embeddings = self.embeddings(batch)  # one extra pass (int8, bf16 or TTA), shared by both
+            embeddings = self.embeddings(batch)  # one extra pass (int8, bf16 or TTA), shared by every reader
         modalities, source = self.modalities(batch, modality, embeddings)
         verdicts = self.gate_verdicts(batch, embeddings, shorter_sides)
-        return [self._describe(n, c, p, m, source, v)
-                for n, c, p, m, v in zip(names, class_probs, node_probs, modalities, verdicts)]
+        rows = embeddings.numpy() if embeddings is not None else [None] * len(class_probs)
+        return [self._analysis(n, c, p, m, source, v, e)
+                for n, c, p, m, v, e in zip(names, class_probs, node_probs, modalities, verdicts, rows)]
+
+    def wide_field_verdict(self, image) -> GateVerdict:
+        """The gate on a whole wide-field photo (``dermlens screen``): exposure and blankness only, on the photo as
+        the model would read it; ``not_checked`` when the gate is off."""
+        if self.gate is None:
+            return not_checked()
+        return self.gate.photo_verdict_for_input(self.transform(load_image(image)), self.config.preprocessing)
+
+    # The names of earlier versions: the same analysis.
+    def predict(self, images: Sequence, names: Sequence[str] | None = None, batch_size: int = 32,
+                modality: str | None = None) -> list[Prediction]:
+        return self.analyse(images, names, batch_size, modality)
+
+    def predict_tensors(self, batch: torch.Tensor, names: Iterable[str], modality: str | None = None,
+                        shorter_sides: Sequence[int] | None = None) -> list[Prediction]:
+        return self.analyse_tensors(batch, names, modality, shorter_sides)
+
+    def predict_one(self, image, name: str = "<image>", modality: str | None = None) -> Prediction:
+        return self.analyse([image], [name], modality=modality)[0]
+
+    def analyse_records(self, records: Sequence, batch_size: int = 32, num_workers: int = 2, progress: bool = True,
+                        modality: str | None = None) -> list[Analysis]:
+        """One :class:`Analysis` per labelled record (``Analysis.image`` is its path); decoding runs in worker
+        processes. The gate's resolution check is skipped (the decoded size does not leave the workers)."""
+        from torch.utils.data import DataLoader
+        from tqdm.auto import tqdm
+
+        from dermlens.data.torch_dataset import RecordDataset
+
+        loader = DataLoader(RecordDataset(records, self.transform), batch_size=batch_size, num_workers=num_workers)
+        out: list[Analysis] = []
+        with tqdm(total=len(records), desc="predict", unit="img", disable=not progress, leave=False) as bar:
+            for images, _ in loader:
+                out += self.analyse_tensors(images, [str(r.path) for r in records[len(out): len(out) + len(images)]],
+                                            modality)
+                bar.update(len(images))
+        return out
 
     def predict_records(self, records: Sequence, batch_size: int = 32, num_workers: int = 2, progress: bool = True) -> np.ndarray:
         """Class probabilities (n, n_classes) for labelled records; decoding runs in worker processes."""
@@ -235,9 +255,6 @@ class Predictor:
                 out.append(self.engine.class_probabilities(images, self.tta))
                 bar.update(len(images))
         return (torch.cat(out) if out else torch.empty(0, len(self.config.classes))).double().numpy()
-
-    def predict_one(self, image, name: str = "<image>", modality: str | None = None) -> Prediction:
-        return self.predict([image], [name], modality=modality)[0]
 
 
 def describe_model(config: ModelConfig) -> str:

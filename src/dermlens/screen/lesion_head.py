@@ -6,24 +6,24 @@ trained by :func:`dermlens.screen.train_head.train_lesion_head` on detector cand
 from HAM10000's ``train`` split: a candidate whose box holds a pasted lesion's centre is a lesion, every other one is
 not.
 
-Saved as ``lesion_head.safetensors`` (weight, bias, feature mean and scale) plus ``lesion_head.json`` (threshold,
-the model it reads, provenance, validation figures). The head is tied to the network whose embedding it reads: the
-JSON stores that network's weights digest and :class:`LesionHead` refuses another.
+An :class:`~dermlens.models.embedding_head.EmbeddingHead` like the gate's skin head and the modality recogniser,
+saved as ``lesion_head.safetensors`` + ``lesion_head.json``; its ``info`` holds the threshold, the model it reads,
+provenance and validation figures. The head is tied to the network whose embedding it reads: ``info`` stores that
+network's weights digest and :meth:`LesionHead.check_model` refuses another.
 """
 from __future__ import annotations
 
 import hashlib
-import json
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
-from safetensors.torch import load_file, save_file
+
+from dermlens.models.embedding_head import EmbeddingHead, HeadMismatchError
 
 BUNDLED_HEAD_DIR = Path(__file__).resolve().parent.parent / "weights" / "screen"
-HEAD_WEIGHTS = "lesion_head.safetensors"
-HEAD_CONFIG = "lesion_head.json"
+HEAD_NAME = "lesion_head"
+HEAD_WEIGHTS = f"{HEAD_NAME}.safetensors"
+HEAD_CONFIG = f"{HEAD_NAME}.json"
 
 
 def model_digest(model_dir: str | Path) -> str:
@@ -35,26 +35,16 @@ def model_digest(model_dir: str | Path) -> str:
     return digest.hexdigest()[:16]
 
 
-class HeadMismatchError(ValueError):
-    pass
+class LesionHead(EmbeddingHead):
+    """P(lesion) for a candidate crop's embedding; a crop is kept when it reaches ``threshold``."""
 
+    @property
+    def threshold(self) -> float:
+        return float(self.info.get("threshold", 0.5))
 
-@dataclass
-class LesionHead:
-    weight: np.ndarray  # (n_features,)
-    bias: float
-    mean: np.ndarray  # standardisation of the features
-    scale: np.ndarray
-    threshold: float = 0.5
-    info: dict = field(default_factory=dict)  # model_digest, provenance, validation figures
-
-    def probability(self, features: np.ndarray) -> np.ndarray:
-        """(n,) P(lesion) for (n, n_features) embeddings."""
-        features = np.asarray(features, dtype=np.float64)
-        if features.ndim != 2 or features.shape[1] != len(self.weight):
-            raise HeadMismatchError(f"lesion head expects (n, {len(self.weight)}) features, got {features.shape}")
-        logits = ((features - self.mean) / self.scale) @ self.weight + self.bias
-        return 1.0 / (1.0 + np.exp(-logits))
+    @threshold.setter
+    def threshold(self, value: float) -> None:
+        self.info["threshold"] = float(value)
 
     def check_model(self, model_dir: str | Path, head_dir: str | Path = "") -> None:
         expected = self.info.get("model_digest")
@@ -64,42 +54,25 @@ class LesionHead:
                 f"{model_dir}; train one for it with `dermlens screen train-head --model {model_dir}`"
             )
 
-    def save(self, out_dir: str | Path) -> Path:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        tensors = {k: torch.tensor(np.asarray(v, dtype=np.float32).reshape(-1))
-                   for k, v in {"weight": self.weight, "bias": [self.bias], "mean": self.mean, "scale": self.scale}.items()}
-        save_file(tensors, str(out / HEAD_WEIGHTS))
-        (out / HEAD_CONFIG).write_text(json.dumps({"threshold": self.threshold, "n_features": len(self.weight), **self.info}, indent=2) + "\n")
-        return out
+    def save(self, out_dir: str | Path, name: str = HEAD_NAME) -> Path:
+        return super().save(out_dir, name)
 
     @classmethod
-    def load(cls, head_dir: str | Path) -> "LesionHead":
+    def load(cls, head_dir: str | Path, name: str = HEAD_NAME, classes=(False, True)) -> "LesionHead":
         folder = Path(head_dir)
-        weights, config = folder / HEAD_WEIGHTS, folder / HEAD_CONFIG
-        for path in (weights, config):
+        for path in (folder / f"{name}.safetensors", folder / f"{name}.json"):
             if not path.is_file():
                 raise FileNotFoundError(f"{path}: no lesion head here (expected {HEAD_WEIGHTS} and {HEAD_CONFIG})")
-        try:
-            info = json.loads(config.read_text())
-            t = load_file(str(weights))
-            head = cls(t["weight"].double().numpy(), float(t["bias"][0]), t["mean"].double().numpy(),
-                       t["scale"].double().numpy(), float(info.pop("threshold")), info)
-        except (KeyError, ValueError, json.JSONDecodeError) as e:
-            raise ValueError(f"{folder}: unreadable lesion head ({type(e).__name__}: {e})") from e
-        if not (len(head.weight) == len(head.mean) == len(head.scale)):
-            raise ValueError(f"{weights}: weight, mean and scale differ in length")
-        return head
+        return super().load(folder, name, classes)
 
 
 def fit_lesion_head(features: np.ndarray, is_lesion: np.ndarray, groups: np.ndarray, target_recall: float = 0.98,
                     c: float = 0.05, seed: int = 0) -> LesionHead:
-    """Logistic regression (scikit-learn, balanced classes) on standardised features.
+    """An embedding head (logistic regression on standardised features, balanced classes).
 
     The threshold is chosen on a held-out 25 % of the photos (``groups``) so that ``target_recall`` of the true
     lesions pass; the head is then refit on everything. Held-out figures go into ``info``.
     """
-    from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
     from sklearn.model_selection import GroupShuffleSplit
 
@@ -108,9 +81,7 @@ def fit_lesion_head(features: np.ndarray, is_lesion: np.ndarray, groups: np.ndar
         raise ValueError("the lesion head needs both lesion and non-lesion candidates to learn from")
 
     def fit(xs, ys):
-        mean, scale = xs.mean(0), xs.std(0) + 1e-6
-        clf = LogisticRegression(C=c, class_weight="balanced", max_iter=2000).fit((xs - mean) / scale, ys)
-        return LesionHead(clf.coef_[0], float(clf.intercept_[0]), mean, scale)
+        return LesionHead(C=c, class_weight="balanced", max_iter=2000).fit(xs, ys)
 
     train_idx, val_idx = next(GroupShuffleSplit(n_splits=1, test_size=0.25, random_state=seed).split(x, y, groups))
     held = fit(x[train_idx], y[train_idx])

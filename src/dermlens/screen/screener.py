@@ -1,9 +1,9 @@
 """Wide-field screening: photos in, every pigmented lesion out, suspicious ones flagged, ugly ducklings ranked.
 
     photo ─► detect.detect_candidates (blobs on a contrast-enhanced darkness map)
-          ─► a square crop around each candidate ─► the bundled classifier, once per crop:
-                 1280-number embedding ─► lesion_head: lesion or not (skin, skin edge, background)
-                 the same embedding ─► the classifier's own last layer ─► taxonomy probabilities ─► suspicious?
+          ─► a square crop around each candidate ─► the Predictor's analysis of each crop (a clinical photo):
+                 its embedding ─► lesion_head: lesion or not (skin, skin edge, background)
+                 its referral at the clinical operating point ─► suspicious?
           ─► per patient (all photos of one call, or one photo each, or a CSV): score.ugly_duckling_scores ─► rank
           ─► <stem>.json, <stem>.annotated.jpg, crops of the top lesions
 
@@ -18,14 +18,13 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from dermlens.data.io import ImageDecodeError, load_image, output_stems
-from dermlens.models.features import classifier_layer, pre_logits
 from dermlens.screen.detect import DetectorConfig, detect_candidates
 from dermlens.screen.lesion_head import BUNDLED_HEAD_DIR, LesionHead
 from dermlens.screen.score import ranks, ugly_duckling_scores
+from dermlens.taxonomy import Triage
 
 
 @dataclass(frozen=True)
@@ -50,6 +49,7 @@ class Lesion:
     ugly_duckling_score: float = 0.0
     rank: int = 0
     ood_score: float | None = None  # the photo gate's distance from the training photos / its threshold (info only)
+    quality: str = ""  # the photo gate's verdict on the crop (info only: its thresholds were set on close-ups)
 
     def to_dict(self) -> dict:
         return {
@@ -57,7 +57,8 @@ class Lesion:
             "ugly_duckling_score": round(self.ugly_duckling_score, 5), "rank": self.rank,
             "p_lesion": round(self.p_lesion, 5), "top_class": self.top_class, "diameter_px": round(self.diameter, 1),
             "contrast": round(self.contrast, 2),
-            "ood_score": None if self.ood_score is None else round(self.ood_score, 4), "probabilities": {k: round(v, 5) for k, v in self.probabilities.items()},
+            "ood_score": None if self.ood_score is None else round(self.ood_score, 4), "quality": self.quality,
+            "probabilities": {k: round(v, 5) for k, v in self.probabilities.items()},
         }
 
 
@@ -95,30 +96,6 @@ def square_crop(rgb: np.ndarray, box: Sequence[int], context: float) -> np.ndarr
     return np.ascontiguousarray(rgb[top: top + side, left: left + side])
 
 
-class CropAnalyser:
-    """One pass of the classifier per crop gives both its embedding and its class probabilities (the last layer
-    applied to the embedding is exactly the model's logits; see ``models.features``)."""
-
-    def __init__(self, predictor, batch_size: int = 32):
-        self.predictor = predictor
-        self.batch_size = batch_size
-        self.classifier = classifier_layer(predictor.model)
-
-    @torch.inference_mode()
-    def analyse(self, crops: Sequence) -> tuple[np.ndarray, np.ndarray]:
-        """(embeddings (n, d), class probabilities (n, n_classes)) for RGB arrays or PIL images."""
-        embeddings, probs = [], []
-        for start in range(0, len(crops), self.batch_size):
-            batch = torch.stack([self.predictor.transform(load_image(c)) for c in crops[start: start + self.batch_size]])
-            features = pre_logits(self.predictor.model, batch)
-            embeddings.append(features.numpy())
-            probs.append(torch.softmax(self.classifier(features), dim=1).double().numpy())
-        n_classes = len(self.predictor.config.classes)
-        if not embeddings:
-            return np.zeros((0, self.classifier.in_features), np.float32), np.zeros((0, n_classes))
-        return np.concatenate(embeddings), np.concatenate(probs)
-
-
 class Screener:
     """Load the classifier and the lesion head once, screen many photos.
 
@@ -131,9 +108,7 @@ class Screener:
         from dermlens.predict import Predictor
 
         self.config = config
-        # torch: crops go through predictor.model for the embedding and probabilities together (CropAnalyser)
-        self.predictor = predictor or Predictor(model_dir, engine="torch")
-        self.analyser = CropAnalyser(self.predictor, config.batch_size)
+        self.predictor = predictor or Predictor(model_dir)
         if lesion_head is False:
             self.head = None
         elif isinstance(lesion_head, LesionHead):
@@ -142,8 +117,6 @@ class Screener:
             head_dir = Path(lesion_head) if lesion_head not in (None, True) else BUNDLED_HEAD_DIR
             self.head = LesionHead.load(head_dir)
             self.head.check_model(self.predictor.model_dir, head_dir)
-        # Wide-field photos are clinical photos.
-        self.operating_point = self.predictor.config.operating_point_for("clinical")
 
     def analyse_photo(self, image, name: str | None = None) -> PhotoResult:
         """Lesions of one photo (path, bytes, PIL or array), not yet ranked. A photo that cannot be read gives a
@@ -155,44 +128,31 @@ class Screener:
             return PhotoResult(image=name, error=e.reason)
         h, w = rgb.shape[:2]
         result = PhotoResult(image=name, width=w, height=h)
-        verdict = self._photo_verdict(rgb)
+        verdict = self.predictor.wide_field_verdict(rgb)
         result.quality, result.advice = verdict.quality, verdict.advice
         candidates = detect_candidates(rgb, self.config.detector)
         result.candidates = len(candidates)
         if not candidates:
             return result
         crops = [square_crop(rgb, c.box, self.config.crop_context) for c in candidates]
-        embeddings, class_probs = self.analyser.analyse(crops)
-        p_malignant = self.predictor.tree_sum.node(class_probs, self.operating_point.node)
+        # Wide-field photos are clinical photos. A crop's own gate verdict is not applied: its thresholds were set
+        # on close-ups of one lesion; its out-of-distribution score is kept as information.
+        analyses = self.predictor.analyse(crops, batch_size=self.config.batch_size, modality="clinical",
+                                          with_embedding=True)
+        embeddings = np.stack([a.embedding for a in analyses])
         p_lesion = self.head.probability(embeddings) if self.head else np.ones(len(candidates))
-        gate = self.predictor.gate
-        ood = (gate.ood.distance(torch.from_numpy(embeddings)) / gate.thresholds.max_ood_distance
-               if gate is not None and gate.fitted else [None] * len(candidates))
         keep_threshold = self.head.threshold if self.head else 0.0
-        classes = [c.node for c in self.predictor.config.classes]
-        for c, emb, cp, p_mal, pl, od in zip(candidates, embeddings, class_probs, p_malignant, p_lesion, ood):
+        classes = self.predictor.config.class_nodes
+        for c, a, pl in zip(candidates, analyses, p_lesion):
             if pl < keep_threshold:
                 continue
-            p_mal = float(p_mal)
             result.lesions.append(Lesion(
-                box=c.box, p_lesion=float(pl), p_malignant=p_mal, suspicious=self.operating_point.refers(p_mal),
-                top_class=classes[int(np.argmax(cp))], probabilities=dict(zip(classes, map(float, cp))),
-                diameter=c.diameter, contrast=c.contrast, embedding=emb,
-                ood_score=None if od is None else float(od),
+                box=c.box, p_lesion=float(pl), p_malignant=a.node_probability, suspicious=a.referral is Triage.REFER,
+                top_class=a.top5[0][0], probabilities=dict(zip(classes, map(float, a.class_probabilities))),
+                diameter=c.diameter, contrast=c.contrast, embedding=a.embedding, ood_score=a.ood_score,
+                quality=a.quality,
             ))
         return result
-
-    def _photo_verdict(self, rgb: np.ndarray):
-        """The photo gate on the whole photo, as the model would read it (exposure and blankness only)."""
-        from dermlens.gate import not_checked
-        from dermlens.gate.quality import measure, unnormalise
-
-        gate = self.predictor.gate
-        if gate is None:
-            return not_checked()
-        pre = self.predictor.config.preprocessing
-        pixels = unnormalise(self.predictor.transform(Image.fromarray(rgb))[None], pre.mean, pre.std)
-        return gate.photo_verdict(measure(pixels)[0])
 
     def rank(self, results: Sequence[PhotoResult]) -> None:
         """Ugly-duckling scores and ranks within each patient (results sharing ``patient``); in place."""
@@ -207,7 +167,7 @@ class Screener:
                 # standardised with the head's feature statistics (over thousands of skin crops): every feature
                 # then counts by how unusual its value is, not by its raw scale; on train-split benchmark patients
                 # this raised the planted lesion's top-3 rate from 0.72 to 0.76
-                embeddings = (embeddings - self.head.mean) / self.head.scale
+                embeddings = self.head.standardise(embeddings)
             scores = ugly_duckling_scores(embeddings, np.array([l.diameter for l in lesions]), self.config.size_weight)
             for lesion, s, k in zip(lesions, scores, ranks(scores)):
                 lesion.ugly_duckling_score, lesion.rank = float(s), int(k)

@@ -14,7 +14,8 @@ from PIL import Image
 
 from dermlens.data.io import ImageDecodeError, load_image
 from dermlens.explain.saliency import METHODS, overlay, saliency_map
-from dermlens.predict import BUNDLED_MODEL_DIR, Prediction, Predictor
+from dermlens.predict import BUNDLED_MODEL_DIR, Analysis, Predictor
+from dermlens.taxonomy import OperatingPoint, Triage
 
 DISCLAIMER = (
     "Research tool, not a diagnosis. dermlens has not been approved as a medical device; its output must not "
@@ -32,9 +33,8 @@ def _in_ten(p: float) -> str:
     return f"{round(10 * p)} of every 10"
 
 
-def operating_point_summary(predictor: Predictor, modality: str | None = None) -> str:
-    """The operating point (of the photo's modality) in words a clinician reads in one go."""
-    op = predictor.config.operating_point_for(modality)
+def operating_point_summary(predictor: Predictor, op: OperatingPoint, modality: str | None = None) -> str:
+    """An operating point (the one applied to a photo of ``modality``) in words a clinician reads in one go."""
     name = predictor.taxonomy[op.node].name.lower()
     rule = f"The model refers a lesion when its probability of being a {name} is {percent(op.threshold)} or more"
     if op.sensitivity is None or op.specificity is None:
@@ -89,13 +89,22 @@ def external_data_summary(model_dir: Path, modality: str | None) -> str:
     return (" Measured for the model card " + "; ".join(parts) + ".") if parts else ""
 
 
-def triage_summary(predictor: Predictor, prediction: Prediction) -> str:
-    if prediction.triage in ("retake", "cannot_assess"):  # the photo gate stopped it: say what to do instead
-        return prediction.advice
-    op = predictor.config.operating_point_for(prediction.modality)
+# The triage in a few words, the heading of the page's answer (one entry per Triage member).
+TRIAGE_CALLS = {
+    Triage.REFER: "Refer",
+    Triage.REASSURE: "No referral suggested",
+    Triage.RETAKE: "Please take the photo again",
+    Triage.CANNOT_ASSESS: "Cannot assess this photo",
+}
+
+
+def triage_summary(predictor: Predictor, analysis: Analysis) -> str:
+    if analysis.stopped:  # the photo gate stopped it: say what to do instead
+        return analysis.advice
+    op = analysis.operating_point
     name = predictor.taxonomy[op.node].name.lower()
-    p = prediction.probabilities[op.node]
-    if prediction.triage == "refer":
+    p = analysis.node_probability
+    if analysis.triage is Triage.REFER:
         return (
             f"Refer for a specialist's opinion: the model gives a {percent(p)} probability of a {name}, "
             f"at or above the referral threshold of {percent(op.threshold)}."
@@ -134,32 +143,31 @@ def analyse(
     started = time.perf_counter()
     image = load_image(data, max_pixels=max_pixels, name=name)
     decoded = time.perf_counter()
-    prediction = predictor.predict_tensors(predictor.transform(image)[None], [name], modality, [min(image.size)])[0]
+    analysis = predictor.analyse([image], [name], modality=modality)[0]
     predicted = time.perf_counter()
-    body = prediction.to_dict()  # exactly one element of `dermlens predict --format json`
+    body = analysis.to_dict()  # exactly one element of `dermlens predict --format json`
     taxonomy = predictor.taxonomy
-    op = predictor.config.operating_point_for(prediction.modality)
+    op = analysis.operating_point
     body.update(
-        names={node: taxonomy[node].name for node, _ in prediction.top5},  # display names of the top-5 diseases
-        three_way=_named(predictor, taxonomy.level_nodes(1), prediction.probabilities),
-        nine_way=_named(predictor, taxonomy.level_nodes(2), prediction.probabilities),
-        triage_summary=triage_summary(predictor, prediction),
+        names={node: taxonomy[node].name for node, _ in analysis.top5},  # display names of the top-5 diseases
+        three_way=_named(predictor, taxonomy.level_nodes(1), analysis.probabilities),
+        nine_way=_named(predictor, taxonomy.level_nodes(2), analysis.probabilities),
+        triage_call=TRIAGE_CALLS[analysis.triage],
+        triage_summary=triage_summary(predictor, analysis),
         operating_point={
             "node": op.node, "name": taxonomy[op.node].name, "threshold": op.threshold,
-            "probability": prediction.probabilities[op.node], "sensitivity": op.sensitivity,
+            "probability": analysis.node_probability, "sensitivity": op.sensitivity,
             "specificity": op.specificity, "target_sensitivity": op.target_sensitivity, "chosen_on": op.chosen_on,
-            "summary": operating_point_summary(predictor, prediction.modality),
+            "summary": operating_point_summary(predictor, op, analysis.modality),
         },
         metadata=dict(metadata or {}),
         metadata_note="recorded with the request only; this model does not use age, sex or site",
         disclaimer=DISCLAIMER,
         model={"arch": predictor.config.arch, "taxonomy_version": predictor.config.taxonomy_version},
     )
-    stopped = prediction.triage in ("retake", "cannot_assess")
-    body["gate"] = {"verdict": prediction.quality.split(":")[0], "quality": prediction.quality,
-                    "ood_score": prediction.ood_score, "advice": prediction.advice, "stopped": stopped}
-    if saliency and not stopped:  # no heat map over a photo the model does not answer for
-        target = prediction.top5[0][0]
+    body["gate"] = analysis.gate.to_dict()
+    if saliency and not analysis.stopped:  # no heat map over a photo the model does not answer for
+        target = analysis.top5[0][0]
         smooth = 2.0 * predictor.config.preprocessing.size / 224 if saliency == "input_gradient" else 0.0
         sal = saliency_map(predictor, image, target_class=target, method=saliency, smooth=smooth)
         picture = overlay(image, sal, max_side=OVERLAY_SIDE)
@@ -240,11 +248,11 @@ def model_summary(predictor: Predictor, limits: dict) -> dict:
         "operating_point": {
             "node": op.node, "name": taxonomy[op.node].name, "threshold": op.threshold,
             "target_sensitivity": op.target_sensitivity, "sensitivity": op.sensitivity,
-            "specificity": op.specificity, "chosen_on": op.chosen_on, "summary": operating_point_summary(predictor),
+            "specificity": op.specificity, "chosen_on": op.chosen_on, "summary": operating_point_summary(predictor, op),
         },
         "operating_points": {
             modality: {"threshold": o.threshold, "sensitivity": o.sensitivity, "specificity": o.specificity,
-                       "chosen_on": o.chosen_on, "summary": operating_point_summary(predictor, modality)}
+                       "chosen_on": o.chosen_on, "summary": operating_point_summary(predictor, o, modality)}
             for modality, o in config.operating_points.items()
         },
         "training": {

@@ -40,6 +40,7 @@ class StudyConfig:
     # fast mode: the linear head (L-BFGS iterations per L2 value on the grid)
     head_iterations: int = 100
     balance: str = "loss"  # none | loss (inverse-frequency loss weights)
+    target_sensitivity: float = 0.9  # the saved fast model's referral points, chosen on fold 0's validation part
     # full mode: overrides of dermlens.train.recipe.TrainConfig (epochs, lr, batch_size, ...)
     train: dict = field(default_factory=dict)
     # explanation

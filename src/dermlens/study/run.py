@@ -149,7 +149,7 @@ def run_study(
             chosen_l2[space].append(head.l2)
             if space == "training_classes" and f["fold"] == 0:
                 model_dir = export_fast_model(out / "model", head, classes, cfg, taxonomy, val_lp,
-                                              [nodes[i] for i in f["val"]], source)
+                                              [records[i] for i in f["val"]], source)
         else:
             part = lambda idx: [records[i] for i in idx]  # noqa: E731
             classes, test_lp, val_lp, fold_model = _full_fold(
@@ -202,11 +202,11 @@ def run_study(
 
 
 def export_fast_model(directory: Path, head: torch.nn.Linear, classes, cfg: StudyConfig, taxonomy: Taxonomy,
-                      val_log_probs: np.ndarray, val_nodes: list[str], source: str) -> Path:
+                      val_log_probs: np.ndarray, val_records: list[Record], source: str) -> Path:
     """The frozen backbone with fold 0's head as its classifier, saved as an ordinary dermlens model."""
+    from dermlens.evaluate.operating_point import choose_operating_points
     from dermlens.models import ModelConfig, create_backbone, save_model
     from dermlens.models.features import classifier_layer
-    from dermlens.evaluate.operating_point import choose_operating_point
 
     model, _ = create_backbone(cfg.arch, len(classes), pretrained=True, weights=cfg.weights)
     layer = classifier_layer(model)
@@ -214,15 +214,16 @@ def export_fast_model(directory: Path, head: torch.nn.Linear, classes, cfg: Stud
         layer.weight.copy_(head.weight)
         layer.bias.copy_(head.bias)
     assignment = ClassAssignment(taxonomy, classes)
-    covered = targets_for(assignment, val_nodes) >= 0
+    covered = targets_for(assignment, [r.node for r in val_records]) >= 0
+    val_records = [r for r, c in zip(val_records, covered) if c]
     config = ModelConfig(
         arch=cfg.arch, preprocessing=feature_preprocessing(cfg), classes=list(classes),
         taxonomy_version=taxonomy.version, taxonomy_fingerprint=taxonomy.fingerprint(),
-        operating_point=choose_operating_point(taxonomy, assignment, np.exp(val_log_probs[covered]),
-                                               [n for n, c in zip(val_nodes, covered) if c], 0.9),
         training={"study": "fast mode, fold 0: frozen ImageNet backbone + linear head", "data": source,
                   "config": asdict(cfg)},
     )
+    choose_operating_points(taxonomy, assignment, np.exp(val_log_probs[covered]), [r.node for r in val_records],
+                            [r.modality for r in val_records], cfg.target_sensitivity).apply(config)
     save_model(directory, model.eval(), config)
     return directory
 

@@ -11,7 +11,7 @@ from dermlens.taxonomy.infer import NodeProbabilities, TreeSum, node_probabiliti
 from dermlens.taxonomy.labels import LabelMapper, UnknownLabelError, UnknownLabelsError
 from dermlens.taxonomy.partition import ClassAssignment, TrainingClass, partition
 from dermlens.taxonomy.tree import Node, Taxonomy, default_taxonomy, normalize_label
-from dermlens.taxonomy.triage import OperatingPoint, refers
+from dermlens.taxonomy.triage import OperatingPoint, Triage, refers
 
 __all__ = [
     "Node",
@@ -29,5 +29,6 @@ __all__ = [
     "tree_sum_matrix",
     "TreeSum",
     "OperatingPoint",
+    "Triage",
     "refers",
 ]

@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from dermlens.data.records import Record
 from dermlens.data.torch_dataset import RecordDataset
 from dermlens.data.transforms import build_eval_transform, build_train_transform
-from dermlens.evaluate.operating_point import choose_operating_point
+from dermlens.evaluate.operating_point import choose_operating_points
 from dermlens.models import ModelConfig, create_backbone, load_model, read_config, save_model
 from dermlens.models.inference import predict_loader
 from dermlens.models.modality import MODALITIES, fit_modality_head
@@ -47,7 +47,7 @@ from dermlens.train.distributed import from_environment
 from dermlens.train.loop import RunFolder, RunFolderError, epoch_generator, learning_rate, set_learning_rate
 
 __all__ = ["TrainConfig", "TrainResult", "train", "train_one_epoch", "evaluate", "class_balance", "learning_rate",
-           "selection_score", "RunFolderError", "choose_operating_point"]
+           "selection_score", "RunFolderError", "choose_operating_points"]
 
 
 @dataclass
@@ -206,14 +206,9 @@ def _epoch_loader(train_set, sample_weights, cfg: TrainConfig, epoch: int, loade
 def _calibrate(best, config: ModelConfig, val_loader, val_records, assignment, taxonomy, cfg: TrainConfig) -> None:
     """The referral threshold on P(malignant), chosen on validation data: pooled, and per modality."""
     probs = predict_loader(best, val_loader, tta=cfg.val_tta).numpy()
-    label_nodes = [r.node for r in val_records]
-    config.operating_point = choose_operating_point(taxonomy, assignment, probs, label_nodes, cfg.target_sensitivity)
     config.operating_points = {}
-    for modality in sorted({r.modality for r in val_records} & set(MODALITIES)):
-        mask = np.array([r.modality == modality for r in val_records])
-        config.operating_points[modality] = choose_operating_point(
-            taxonomy, assignment, probs[mask], [n for n, m in zip(label_nodes, mask) if m], cfg.target_sensitivity
-        )
+    choose_operating_points(taxonomy, assignment, probs, [r.node for r in val_records],
+                            [r.modality for r in val_records], cfg.target_sensitivity).apply(config)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -78,17 +78,14 @@
 
   function render(answer) {
     const op = answer.operating_point;
-    const refer = answer.triage === "refer";
-    // The photo gate stopped it: say in plain words what to do (retake, or see a doctor), not a diagnosis.
-    const stopped = answer.triage === "retake" || answer.triage === "cannot_assess";
+    // The photo gate stopped it: the server says in plain words what to do (retake, or see a doctor), not a diagnosis.
+    const stopped = answer.gate.stopped;
     const card = $("triage");
-    card.classList.toggle("refer", refer);
-    card.classList.toggle("reassure", !refer && !stopped);
+    card.classList.toggle("refer", !stopped && answer.triage === "refer");
+    card.classList.toggle("reassure", !stopped && answer.triage !== "refer");
     card.classList.toggle("stopped", stopped);
     card.dataset.triage = answer.triage;
-    $("triage-call").textContent = stopped
-      ? (answer.triage === "retake" ? "Please take the photo again" : "Cannot assess this photo")
-      : (refer ? "Refer" : "No referral suggested");
+    $("triage-call").textContent = answer.triage_call;
     $("triage-text").textContent = answer.triage_summary;
     const kind = answer.modality
       ? "Read as a " + answer.modality + " photo (" + (answer.modality_source === "given" ? "as you said" : "recognised from the photo") + "). "

@@ -6,8 +6,9 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-from serve_helpers import lesion_photo
+from PIL import Image
 
+from dermlens.data.synthetic import render_lesion
 from dermlens.explain import Saliency, overlay, saliency_map, saliency_overlay
 from dermlens.explain.saliency import network_view_box, pixel_to_input, pixel_transform
 from dermlens.taxonomy import default_taxonomy
@@ -15,13 +16,15 @@ from dermlens.taxonomy import default_taxonomy
 
 @pytest.fixture(scope="module")
 def photo():
-    return lesion_photo("basal_cell_carcinoma", seed=3, size=(120, 80))
+    """A synthetic lesion, non-square like a phone photo."""
+    return render_lesion("basal_cell_carcinoma", np.random.default_rng(3), size=120).resize((120, 80), Image.BILINEAR)
 
 
-def test_pixels_to_input_matches_the_predictors_transform(serve_predictor, photo):
-    pre = serve_predictor.config.preprocessing
+
+def test_pixels_to_input_matches_the_predictors_transform(predictor, photo):
+    pre = predictor.config.preprocessing
     ours = pixel_to_input(pre)(pixel_transform(pre)(photo))
-    torch.testing.assert_close(ours, serve_predictor.transform(photo), atol=1e-5, rtol=0)
+    torch.testing.assert_close(ours, predictor.transform(photo), atol=1e-5, rtol=0)
 
 
 def _pixels_and_logits(predictor, photo):
@@ -32,43 +35,43 @@ def _pixels_and_logits(predictor, photo):
     return pixels, features, predictor.model.forward_head(features)
 
 
-def test_input_gradient_is_the_l1_norm_of_the_pixel_gradient(serve_predictor, photo):
-    pixels, _, logits = _pixels_and_logits(serve_predictor, photo)
+def test_input_gradient_is_the_l1_norm_of_the_pixel_gradient(predictor, photo):
+    pixels, _, logits = _pixels_and_logits(predictor, photo)
     (grad,) = torch.autograd.grad(logits[0, 2], pixels)
     expected = grad[0].abs().sum(0)
-    sal = saliency_map(serve_predictor, photo, target_class=2, method="input_gradient")
+    sal = saliency_map(predictor, photo, target_class=2, method="input_gradient")
     np.testing.assert_allclose(sal.raw, expected.numpy(), rtol=1e-4, atol=1e-7)
     assert sal.heatmap.shape == expected.shape and 0 <= sal.heatmap.min() and sal.heatmap.max() == pytest.approx(1.0)
 
 
-def test_gradcam_matches_a_hand_computation(serve_predictor, photo):
-    _, features, logits = _pixels_and_logits(serve_predictor, photo)
+def test_gradcam_matches_a_hand_computation(predictor, photo):
+    _, features, logits = _pixels_and_logits(predictor, photo)
     logits[0, 1].backward()
     weights = features.grad.mean((2, 3), keepdim=True)  # channel importance: pooled gradients
     cam = torch.relu((weights * features).sum(1, keepdim=True))
-    size = serve_predictor.config.preprocessing.size
+    size = predictor.config.preprocessing.size
     expected = torch.nn.functional.interpolate(cam, (size, size), mode="bilinear", align_corners=False)[0, 0]
-    sal = saliency_map(serve_predictor, photo, target_class=1, method="gradcam")
+    sal = saliency_map(predictor, photo, target_class=1, method="gradcam")
     np.testing.assert_allclose(sal.raw, expected.detach().numpy(), rtol=1e-4, atol=1e-6)
 
 
-def test_default_target_is_the_top_class(serve_predictor, photo):
-    prediction = serve_predictor.predict_one(photo)
-    sal = saliency_map(serve_predictor, photo)
+def test_default_target_is_the_top_class(predictor, photo):
+    prediction = predictor.predict_one(photo)
+    sal = saliency_map(predictor, photo)
     assert sal.target == prediction.top5[0][0]
     assert sal.probability == pytest.approx(prediction.top5[0][1], abs=1e-5)
 
 
-def test_inner_node_target_sums_its_classes(serve_predictor, photo):
+def test_inner_node_target_sums_its_classes(predictor, photo):
     taxonomy = default_taxonomy()
-    classes = serve_predictor.config.class_nodes
-    sal = saliency_map(serve_predictor, photo, target_class="malignant")
+    classes = predictor.config.class_nodes
+    sal = saliency_map(predictor, photo, target_class="malignant")
     under = [i for i, node in enumerate(classes) if taxonomy.ancestor_at_level(node, 1) == "malignant"]
     assert sal.target == "malignant" and sal.class_indices == under and len(under) == 2
-    p_malignant = serve_predictor.predict_one(photo).probabilities["malignant"]
+    p_malignant = predictor.predict_one(photo).probabilities["malignant"]
     assert sal.probability == pytest.approx(p_malignant, abs=1e-5)
     # A training-class node by name is that class alone.
-    melanoma = saliency_map(serve_predictor, photo, target_class="melanoma", method="input_gradient")
+    melanoma = saliency_map(predictor, photo, target_class="melanoma", method="input_gradient")
     assert melanoma.class_indices == [classes.index("melanoma")]
 
 
@@ -77,13 +80,13 @@ def test_inner_node_target_sums_its_classes(serve_predictor, photo):
     [(99, "gradcam", "out of range"), ("no_such_node", "gradcam", "not a taxonomy node"),
      ("inflammatory", "gradcam", "no training class"), (None, "occlusion", "unknown saliency method")],
 )
-def test_bad_targets_and_methods_raise(serve_predictor, photo, target, method, message):
+def test_bad_targets_and_methods_raise(predictor, photo, target, method, message):
     with pytest.raises(ValueError, match=message):
-        saliency_map(serve_predictor, photo, target_class=target, method=method)
+        saliency_map(predictor, photo, target_class=target, method=method)
 
 
-def test_view_box_follows_the_eval_geometry(serve_predictor):
-    pre = serve_predictor.config.preprocessing
+def test_view_box_follows_the_eval_geometry(predictor):
+    pre = predictor.config.preprocessing
     assert network_view_box((120, 80), pre) == (20, 0, 100, 80)
     assert network_view_box((80, 121), pre) == (0, 20, 80, 100)
     assert network_view_box((120, 80), dataclasses.replace(pre, resize="squash")) == (0, 0, 120, 80)
@@ -102,6 +105,6 @@ def test_overlay_keeps_the_photo_where_the_map_is_cold(photo):
     assert np.abs(shown[:, 50:] - crop[:, 50:]).mean() > 20  # hot: coloured
 
 
-def test_saliency_overlay_in_one_call(serve_predictor, photo):
-    picture = saliency_overlay(serve_predictor, photo, method="input_gradient", max_side=300, min_side=100)
+def test_saliency_overlay_in_one_call(predictor, photo):
+    picture = saliency_overlay(predictor, photo, method="input_gradient", max_side=300, min_side=100)
     assert picture.mode == "RGB" and picture.size == (100, 100)  # the 80x80 centre square, raised to min_side
