@@ -391,3 +391,26 @@ def test_serve_command_without_a_model_folder_says_so(tmp_path):
     run = CliRunner().invoke(cli, ["serve", "--model", str(tmp_path / "nothing")])
     assert run.exit_code == 2
     assert "no model config" in run.output
+
+
+def test_the_non_neoplastic_answer_has_its_own_words(client, serve_predictor, jpeg_bytes, monkeypatch):
+    """A photo below the referral threshold whose P(non-neoplastic) reaches the second threshold: the page says
+    "not a tumour, see a doctor if it persists", not "refer" and not "no referral"."""
+    from dataclasses import replace
+
+    body = post_image(client, jpeg_bytes).json()
+    p_malignant, p_rash = body["probabilities"]["malignant"], body["probabilities"]["non_neoplastic"]
+    config = serve_predictor.config
+    point = replace(config.operating_point, threshold=p_malignant + 1e-3, non_neoplastic_threshold=p_rash - 1e-3)
+    monkeypatch.setattr(config, "operating_point", point)
+    monkeypatch.setattr(config, "operating_points", {m: point for m in config.operating_points})
+    body = post_image(client, jpeg_bytes).json()
+    assert body["triage"] == "non_neoplastic"
+    assert body["triage_call"] == "Likely a skin condition, not a tumour"
+    assert body["triage_summary"].startswith("Most likely a non-neoplastic skin disease")
+    assert "persists, spreads or worsens" in body["triage_summary"]
+    # Just above the second threshold's reach: back to "no referral".
+    monkeypatch.setattr(config, "operating_points", {m: replace(point, non_neoplastic_threshold=p_rash + 1e-3)
+                                                     for m in config.operating_points})
+    monkeypatch.setattr(config, "operating_point", replace(point, non_neoplastic_threshold=p_rash + 1e-3))
+    assert post_image(client, jpeg_bytes).json()["triage"] == "reassure"

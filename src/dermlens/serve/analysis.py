@@ -92,6 +92,7 @@ def external_data_summary(model_dir: Path, modality: str | None) -> str:
 # The triage in a few words, the heading of the page's answer (one entry per Triage member).
 TRIAGE_CALLS = {
     Triage.REFER: "Refer",
+    Triage.NON_NEOPLASTIC: "Likely a skin condition, not a tumour",
     Triage.REASSURE: "No referral suggested",
     Triage.RETAKE: "Please take the photo again",
     Triage.CANNOT_ASSESS: "Cannot assess this photo",
@@ -108,6 +109,14 @@ def triage_summary(predictor: Predictor, analysis: Analysis) -> str:
         return (
             f"Refer for a specialist's opinion: the model gives a {percent(p)} probability of a {name}, "
             f"at or above the referral threshold of {percent(op.threshold)}."
+        )
+    if analysis.triage is Triage.NON_NEOPLASTIC:
+        p_rash = analysis.probabilities["non_neoplastic"]
+        return (
+            f"Most likely a non-neoplastic skin disease (such as a rash, an inflammatory disease or an infection): "
+            f"the model gives it {percent(p_rash)}, and a {percent(p)} probability of a {name}, below the referral "
+            f"threshold of {percent(op.threshold)}. Not a suspected cancer; see a doctor if it persists, spreads or "
+            f"worsens. This does not rule out a {name}."
         )
     return (
         f"No referral suggested by the model: it gives a {percent(p)} probability of a {name}, below the referral "

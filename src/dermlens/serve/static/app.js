@@ -82,7 +82,8 @@
     const stopped = answer.gate.stopped;
     const card = $("triage");
     card.classList.toggle("refer", !stopped && answer.triage === "refer");
-    card.classList.toggle("reassure", !stopped && answer.triage !== "refer");
+    card.classList.toggle("non-neoplastic", !stopped && answer.triage === "non_neoplastic");
+    card.classList.toggle("reassure", !stopped && answer.triage === "reassure");
     card.classList.toggle("stopped", stopped);
     card.dataset.triage = answer.triage;
     $("triage-call").textContent = answer.triage_call;
