@@ -85,3 +85,19 @@ def test_retuning_uses_the_engine_the_site_runs(two_modality_model_dir, syntheti
     assert "torch fp32" in fp32.tuned["pooled"].chosen_on and "torch bf16" in bf16.tuned["pooled"].chosen_on
     assert bf16.tuned["pooled"].threshold != fp32.tuned["pooled"].threshold  # tuned on bf16's own probabilities
     assert read_config(tmp_path / "bf16").operating_point == bf16.tuned["pooled"]
+
+
+def test_several_datasets_are_pooled_and_each_modality_gets_its_own_point(
+        two_modality_model_dir, synthetic_labels_csv, tmp_path):
+    """As training does: dermoscopic and clinical validation sets given together re-tune both points and the pooled
+    one on all of them."""
+    out = tmp_path / "retuned"
+    result = CliRunner().invoke(app, [
+        "operating-point", "--data", str(relabelled(synthetic_labels_csv, tmp_path, "clinical")),
+        "--data", str(relabelled(synthetic_labels_csv, tmp_path, "dermoscopic")),
+        "--model", str(two_modality_model_dir), "--split", "", "--target-sensitivity", "1.0", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    after = read_config(out)
+    assert "validation (120 images" in after.operating_point.chosen_on
+    assert all("validation (60 images" in after.operating_points[m].chosen_on for m in ("clinical", "dermoscopic"))
+    assert "not re-tuned" not in result.stderr

@@ -79,7 +79,7 @@ def evaluate(
     from dermlens.predict import bundled_model_dir
     from dermlens.study.evaluate import evaluate_model
 
-    records = in_split(load_records(data), split, data)
+    records = [r for folder in data for r in in_split(load_records(folder), split, folder)]
     result = evaluate_model(model or bundled_model_dir(), records, num_workers=workers, tta=tta)
     text = json.dumps(result.metrics, indent=2)
     if out:
@@ -178,7 +178,7 @@ def export_command(
 
 @app.command("operating-point")
 def operating_point(
-    data: Annotated[Path, typer.Option(exists=True, help="Labelled validation data (never the test set).")],
+    data: Annotated[list[Path], typer.Option(exists=True, help="Labelled validation data (never the test set); repeat to pool several datasets.")],
     model: ModelOption = None,
     split: Annotated[Optional[str], typer.Option(help="Use only this fixed split of the data (empty: all of it).")] = "val",
     target_sensitivity: Annotated[float, typer.Option(help="Sensitivity for malignant lesions to reach.")] = 0.9,
@@ -195,7 +195,7 @@ def operating_point(
     from dermlens.predict import bundled_model_dir
     from dermlens.study.evaluate import set_operating_point
 
-    records = in_split(load_records(data), split, data)
+    records = [r for folder in data for r in in_split(load_records(folder), split, folder)]
     result = set_operating_point(model or bundled_model_dir(), records, target_sensitivity, out, engine=engine,
                                  precision=precision, tta=tta, num_workers=workers)
     for name, op in result.tuned.items():
@@ -203,6 +203,10 @@ def operating_point(
         typer.echo(f"{name}: refer when P({op.node}) >= {op.threshold:.4f}"
                    + (f" (was {was.threshold:.4f})" if was else "")
                    + f": sensitivity {op.sensitivity:.3f}, specificity {op.specificity:.3f} on {op.chosen_on}")
+        if op.non_neoplastic_threshold is not None:
+            typer.echo(f"{name}: else non_neoplastic when P(non_neoplastic) >= {op.non_neoplastic_threshold:.4f}: "
+                       f"{op.non_neoplastic_recall:.3f} of the non-neoplastic photos not referred, "
+                       f"{op.benign_called_non_neoplastic:.3f} of the benign ones")
     for name, why in result.untuned.items():
         typer.echo(f"{name}: not re-tuned ({why}); it stays as it was", err=True)
     typer.echo(f"model: {result.model_dir}", err=True)
