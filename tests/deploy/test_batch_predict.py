@@ -36,7 +36,9 @@ class Crashing:
 
     def __init__(self, predictor, crash_at: int):
         self.predictor, self.crash_at, self.batches = predictor, crash_at, 0
-        self.node_ids, self.transform, self.engine_name = predictor.node_ids, predictor.transform, predictor.engine_name
+
+    def __getattr__(self, name):  # everything else (node_ids, transform, the settings a run records) as the real one
+        return getattr(self.predictor, name)
 
     def predict_tensors(self, batch, names, *args, **kwargs):
         self.batches += 1
