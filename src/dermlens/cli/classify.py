@@ -8,7 +8,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from dermlens.cli.common import ArchOption, MaxClassSizeOption, ModelOption, TtaOption, WeightsOption, WorkersOption
+from dermlens.cli.common import (
+    ArchOption, MaxClassSizeOption, ModelOption, OverwriteOption, TtaOption, WeightsOption, WorkersOption,
+    refuse_to_replace,
+)
 
 app = typer.Typer()
 
@@ -72,8 +75,10 @@ def evaluate(
     out: Annotated[Optional[Path], typer.Option(file_okay=False, help="Write metrics.json here.")] = None,
     tta: TtaOption = 1,
     workers: Annotated[int, typer.Option(min=0)] = 2,
+    overwrite: OverwriteOption = False,
 ):
     """Score a model on a labelled dataset: balanced accuracy, 3-/9-way, AUCs with bootstrap CIs."""
+    refuse_to_replace(out, ["metrics.json"], overwrite)
     from dermlens.data.datasets import load_records
     from dermlens.data.splits import in_split
     from dermlens.predict import bundled_model_dir
@@ -150,8 +155,10 @@ def export_command(
     int8: Annotated[bool, typer.Option("--int8", help="Also write a statically quantized int8 model.")] = False,
     calibration_data: Annotated[Optional[Path], typer.Option(help="Images to calibrate int8 on: a folder of images or a dataset (its train split).")] = None,
     calibration_size: Annotated[int, typer.Option(help="How many calibration images to use at most.")] = 200,
+    overwrite: OverwriteOption = False,
 ):
     """Export the classifier (preprocessed image in, training-class probabilities out) for ONNX Runtime."""
+    refuse_to_replace(out, ["model.onnx", "model.int8.onnx"], overwrite)
     from dermlens.deploy.export import export_model
     from dermlens.deploy.quantize import int8_triage_shift
     from dermlens.predict import bundled_model_dir
@@ -183,8 +190,11 @@ def operating_point(
     split: Annotated[Optional[str], typer.Option(help="Use only this fixed split of the data (empty: all of it).")] = "val",
     target_sensitivity: Annotated[float, typer.Option(help="Sensitivity for malignant lesions to reach.")] = 0.9,
     out: Annotated[Optional[Path], typer.Option(help="Write the re-tuned model here; default: update the model in place.")] = None,
+    overwrite: OverwriteOption = False,
 ):
     """Choose the referral threshold afresh on a site's own validation data for a target sensitivity."""
+    if out is not None and (model is None or out.resolve() != model.resolve()):  # --out MODEL is the in-place update
+        refuse_to_replace(out, ["config.json"], overwrite)
     from dermlens.data.datasets import load_records
     from dermlens.data.splits import in_split
     from dermlens.predict import bundled_model_dir
