@@ -236,6 +236,11 @@ def train(
     taxonomy = taxonomy or default_taxonomy()
     torch.manual_seed(cfg.seed)
     world = from_environment()  # one process, or one of torchrun's (see train/distributed.py)
+    if len(train_records) < cfg.batch_size:  # before the run folder is touched
+        # every epoch drops its last partial batch (drop_last in _epoch_loader), so not one step would run, and
+        # the untrained network would be saved as if trained
+        raise ValueError(f"{len(train_records)} training images are fewer than one batch of {cfg.batch_size}: no "
+                         f"training step would run; lower --batch-size (at most {len(train_records)}) or add images")
     run = RunFolder(out_dir, resume=resume, overwrite=overwrite, writer=world.is_main)  # only rank 0 writes
     progress = progress and world.is_main
     if not train_records or not val_records:
