@@ -97,7 +97,11 @@ def explain(
     from dermlens.explain.cases import explain_image
 
     result = explain_image(image, model, out, target=target)
-    top = result["prediction"]["top5"][0]
-    typer.echo(f"{image}: top class {top['node']} ({top['probability']:.3f}), triage {result['prediction']['triage']}")
+    prediction = result["prediction"]
+    if prediction["top5"]:
+        top = prediction["top5"][0]
+        typer.echo(f"{image}: top class {top['node']} ({top['probability']:.3f}), triage {prediction['triage']}")
+    else:  # the photo gate stopped it: no diagnosis to show, only what to do
+        typer.echo(f"{image}: triage {prediction['triage']} ({prediction['quality']}): {prediction['advice']}")
     for method, info in result["overlays"].items():
         typer.echo(f"  {method}: {info['file']} (explains {info['target']}, p={info['probability']:.3f})")

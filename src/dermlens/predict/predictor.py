@@ -42,9 +42,11 @@ def bundled_model_dir() -> Path:
 @dataclass
 class Prediction:
     image: str
-    probabilities: dict[str, float] = field(default_factory=dict)  # every taxonomy node
-    top5: list[tuple[str, float]] = field(default_factory=list)  # training-class nodes, most likely first
-    triage: str = ""  # "refer" or "reassure"; empty when the image failed
+    # every taxonomy node; empty when the image failed or the gate stopped it (retake / cannot_assess): a photo
+    # the model cannot judge gets no numbers a reader could take for a diagnosis (docs/prediction.md)
+    probabilities: dict[str, float] = field(default_factory=dict)
+    top5: list[tuple[str, float]] = field(default_factory=list)  # training-class nodes, most likely first; empty likewise
+    triage: str = ""  # "refer" or "reassure", "retake" or "cannot_assess" (the gate); empty when the image failed
     error: str = ""
     modality: str = ""  # "dermoscopic" or "clinical" (given or recognised); "" when the model knows one only
     modality_source: str = ""  # "given" or "recognised"
@@ -160,11 +162,14 @@ class Predictor:
         op = self.config.operating_point_for(modality)
         p_node = dict(zip(self.node_ids, (float(p) for p in node_probs)))
         order = np.argsort(-class_probs)[:5]
+        if verdict is not None and verdict.triage:  # the gate stopped it (retake / cannot_assess): no diagnosis
+            return Prediction(image=name, triage=verdict.triage, modality=modality, modality_source=modality_source,
+                              quality=verdict.quality, ood_score=verdict.ood_score, advice=verdict.advice)
         return Prediction(
             image=name,
             probabilities=p_node,
             top5=[(self.config.classes[i].node, float(class_probs[i])) for i in order],
-            triage=(verdict and verdict.triage) or op.triage(p_node[op.node]),
+            triage=op.triage(p_node[op.node]),
             modality=modality,
             modality_source=modality_source,
             quality=verdict.quality if verdict else "",

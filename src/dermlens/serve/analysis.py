@@ -107,7 +107,8 @@ def triage_summary(predictor: Predictor, prediction: Prediction) -> str:
 
 
 def _named(predictor: Predictor, nodes, probabilities: dict[str, float]) -> list[dict]:
-    return [{"node": n, "name": predictor.taxonomy[n].name, "probability": probabilities[n]} for n in nodes]
+    # a photo the gate stopped has no probabilities, so no bars
+    return [{"node": n, "name": predictor.taxonomy[n].name, "probability": probabilities[n]} for n in nodes if n in probabilities]
 
 
 def png_base64(image: Image.Image) -> str:
@@ -146,7 +147,7 @@ def analyse(
         triage_summary=triage_summary(predictor, prediction),
         operating_point={
             "node": op.node, "name": taxonomy[op.node].name, "threshold": op.threshold,
-            "probability": prediction.probabilities[op.node], "sensitivity": op.sensitivity,
+            "probability": prediction.probabilities.get(op.node), "sensitivity": op.sensitivity,
             "specificity": op.specificity, "target_sensitivity": op.target_sensitivity, "chosen_on": op.chosen_on,
             "summary": operating_point_summary(predictor, prediction.modality),
         },

@@ -1,0 +1,62 @@
+"""A photo the gate stops (retake / cannot_assess) carries no diagnosis: no probabilities, top-5 or top-1 in the
+Python object, the JSON or the CSV; it keeps its triage, the reason (quality) and what to do (advice). ``--no-gate``
+still gives the numbers, for research."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from dermlens.cli import app
+
+
+@pytest.fixture()
+def stopped_photos(tmp_path):
+    """A 1x1 PNG (too small to judge) and a flat grey picture (no skin, no contrast): both stopped by the classical
+    checks every model has, fitted gate or not."""
+    Image.new("RGB", (1, 1), (180, 120, 100)).save(tmp_path / "one_pixel.png")
+    Image.fromarray(np.full((96, 96, 3), 128, np.uint8)).save(tmp_path / "flat.png")
+    return [tmp_path / "one_pixel.png", tmp_path / "flat.png"]
+
+
+def predict_cli(model_dir, photos, *options):
+    result = CliRunner().invoke(app, ["predict", "--model", str(model_dir), "--workers", "0", "--no-progress",
+                                      *options, *map(str, photos)])
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def test_python_predictions_of_stopped_photos_hold_no_diagnosis(predictor, stopped_photos):
+    for prediction in predictor.predict(stopped_photos):
+        assert prediction.triage in ("retake", "cannot_assess"), prediction
+        assert prediction.probabilities == {} and prediction.top5 == []
+        assert prediction.quality and prediction.quality != "ok" and prediction.advice
+        assert prediction.to_dict()["probabilities"] == {} and prediction.to_dict()["top5"] == []
+
+
+def test_csv_rows_of_stopped_photos_have_empty_diagnosis_cells_and_keep_the_reason(tiny_model_dir, stopped_photos):
+    rows = list(csv.DictReader(io.StringIO(predict_cli(tiny_model_dir, stopped_photos))))
+    assert len(rows) == 2
+    for row in rows:
+        assert row["triage"] in ("retake", "cannot_assess") and row["quality"] not in ("", "ok") and row["advice"]
+        assert row["top1"] == "" and row["error"] == ""
+        probability_cells = {k: v for k, v in row.items() if k.startswith("p_")}
+        assert probability_cells and set(probability_cells.values()) == {""}
+
+
+def test_json_items_of_stopped_photos_have_no_probabilities(tiny_model_dir, stopped_photos):
+    for item in json.loads(predict_cli(tiny_model_dir, stopped_photos, "--format", "json")):
+        assert item["triage"] in ("retake", "cannot_assess") and item["advice"]
+        assert item["probabilities"] == {} and item["top5"] == []
+
+
+def test_without_the_gate_the_same_photos_get_numbers(tiny_model_dir, stopped_photos):
+    rows = list(csv.DictReader(io.StringIO(predict_cli(tiny_model_dir, stopped_photos, "--no-gate"))))
+    for row in rows:
+        assert row["quality"] == "not_checked" and row["triage"] in ("refer", "reassure")
+        assert row["top1"] and 0 <= float(row["p_malignant"]) <= 1
