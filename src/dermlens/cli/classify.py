@@ -16,6 +16,9 @@ from dermlens.cli.common import (
 app = typer.Typer()
 
 DataOption = Annotated[Path, typer.Option(exists=True, help="Labelled dataset.")]
+# predict.engines.PRECISIONS, restated so that a wrong --engine/--precision is told before torch loads (importing
+# predict.engines imports torch); tests/test_cli_startup.py keeps the two equal
+ENGINE_PRECISIONS = {"auto": ("fp32", "bf16", "int8"), "torch": ("fp32", "bf16"), "onnx": ("fp32", "int8")}
 
 
 @app.command("train")
@@ -45,13 +48,13 @@ def train_command(
     init_from: Annotated[Optional[Path], typer.Option(help="Start from this trained model (same classes), e.g. a higher-resolution second stage.")] = None,
 ):
     """Fine-tune an ImageNet backbone on a dataset over the taxonomy's training classes."""
+    if resume and overwrite:  # options first: a mistake is told before torch loads
+        raise typer.BadParameter("--resume and --overwrite contradict each other; choose one", param_hint="'--overwrite'")
     from dermlens.data.datasets import load_pooled, load_records
     from dermlens.data.splits import train_val_parts
     from dermlens.taxonomy.partition import esteva_max_class_size
     from dermlens.train.recipe import TrainConfig, train
 
-    if resume and overwrite:
-        raise typer.BadParameter("--resume and --overwrite contradict each other; choose one", param_hint="'--overwrite'")
     extra = [r for folder in include or [] for r in load_records(folder)]
     train_records, val_records = train_val_parts(load_pooled(data), val_fraction=val_fraction, seed=seed, extra_train=extra)
     cfg = TrainConfig(
@@ -112,14 +115,17 @@ def predict(
     gate: Annotated[bool, typer.Option("--gate/--no-gate", help="Check each photo first (not skin, poor photo, out of distribution); --no-gate is for research and writes quality=not_checked.")] = True,
 ):
     """Per image: probability of every taxonomy node, top-5 diseases and a triage call (refer/reassure, or retake/cannot_assess when the photo gate stops it)."""
-    from dermlens.predict import Predictor
-    from dermlens.predict.batch import collect_inputs, predict_files
-
-    # Every option is checked before the output file is touched: a mistake never costs earlier results.
+    # Every option is checked before the output file is touched (a mistake never costs earlier results) and before
+    # torch and the model load (a mistake is told at once).
     if format not in ("csv", "json"):
         raise typer.BadParameter(f"csv or json; got {format!r}", param_hint="'--format'")
     if modality not in ("auto", "dermoscopic", "clinical"):
         raise typer.BadParameter(f"auto, dermoscopic or clinical; got {modality!r}", param_hint="'--modality'")
+    if engine not in ENGINE_PRECISIONS:
+        raise typer.BadParameter(f"{', '.join(ENGINE_PRECISIONS)}; got {engine!r}", param_hint="'--engine'")
+    if precision not in ENGINE_PRECISIONS[engine]:
+        raise typer.BadParameter(f"engine {engine} runs {' or '.join(ENGINE_PRECISIONS[engine])}; got {precision!r}",
+                                 param_hint="'--precision'")
     resume = resume or retry_failed
     if resume and out is None:
         raise typer.BadParameter("--resume and --retry-failed need --out", param_hint="'--resume'")
@@ -129,6 +135,9 @@ def predict(
     if target is not None and not (resume or overwrite) and target.is_file() and target.stat().st_size:
         raise typer.BadParameter(f"{target} already holds results; add --resume to finish it (--retry-failed also "
                                  "retries its errors) or --overwrite to replace it", param_hint="'--out'")
+    from dermlens.predict import Predictor
+    from dermlens.predict.batch import collect_inputs, predict_files
+
     files = collect_inputs(paths, on_empty=lambda message: typer.echo(f"warning: {message}", err=True))
     predictor = Predictor(model, tta=tta, engine=engine, precision=precision, gate=gate)
     summary = predict_files(
@@ -158,15 +167,15 @@ def export_command(
     overwrite: OverwriteOption = False,
 ):
     """Export the classifier (preprocessed image in, training-class probabilities out) for ONNX Runtime."""
+    if format != "onnx":
+        raise typer.BadParameter("only --format onnx is supported", param_hint="'--format'")
+    if int8 and calibration_data is None:
+        raise typer.BadParameter("--int8 needs --calibration-data (a folder of images or a dataset)", param_hint="'--int8'")
     refuse_to_replace(out, ["model.onnx", "model.int8.onnx"], overwrite)
     from dermlens.deploy.export import export_model
     from dermlens.deploy.quantize import int8_triage_shift
     from dermlens.predict import bundled_model_dir
 
-    if format != "onnx":
-        raise typer.BadParameter("only --format onnx is supported", param_hint="'--format'")
-    if int8 and calibration_data is None:
-        raise typer.BadParameter("--int8 needs --calibration-data (a folder of images or a dataset)", param_hint="'--int8'")
     written = export_model(model or bundled_model_dir(), out, int8=int8, calibration_data=calibration_data,
                            calibration_size=calibration_size, progress=True)
     for precision, path in written.items():

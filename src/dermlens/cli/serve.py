@@ -27,12 +27,12 @@ def serve(
     max_connections: Annotated[int, typer.Option(min=1, help="Open connections at most; beyond that 503.")] = 100,
 ):
     """Web page and HTTP API for clinicians: / (page), /api/v1/predict, /api/v1/model, /healthz, /docs."""
-    from dermlens.serve import create_app  # first: names the [serve] extra when it is missing
+    if (ssl_keyfile is None) != (ssl_certfile is None):  # options first, before torch and the model load
+        raise typer.BadParameter("give both --ssl-keyfile and --ssl-certfile, or neither", param_hint="'--ssl-certfile'")
+    from dermlens.serve import create_app  # first of the imports: names the [serve] extra when it is missing
     from dermlens.serve.guard import bind_socket, is_loopback
     import uvicorn
 
-    if (ssl_keyfile is None) != (ssl_certfile is None):
-        raise typer.BadParameter("give both --ssl-keyfile and --ssl-certfile, or neither", param_hint="'--ssl-certfile'")
     if not is_loopback(host) and not token:
         typer.echo(f"warning: listening on {host} without an access token: anyone on the network can use this service; "
                    "set --token (or DERMLENS_TOKEN)", err=True)
