@@ -33,13 +33,14 @@ def _argmax_among(node_probs: np.ndarray, node_ids: list[str], candidates: list[
 
 def binary_task(
     node_probs: np.ndarray, node_ids: list[str], truth_nodes: Sequence[str], taxonomy: Taxonomy,
-    positive: str, negative: str, threshold: float | None = None, groups=None, n_boot: int = 1000,
+    positive: str, negative: str, threshold: float | Sequence[float] | None = None, groups=None, n_boot: int = 1000,
     threshold_node: str = "malignant",
 ) -> dict | None:
     """Positive-vs-negative among images under either node; None when a side is empty.
 
     The ROC uses P(positive node); sensitivity and specificity use the triage rule, P(threshold_node) >= threshold,
-    because that is the call a user of the model actually gets.
+    because that is the call a user of the model actually gets. ``threshold`` is one value, or one per image (each
+    image's modality has its own operating point).
     """
     under = lambda node, top: node == top or top in taxonomy.ancestors(node)  # noqa: E731
     pos = np.array([under(n, positive) for n in truth_nodes])
@@ -55,12 +56,19 @@ def binary_task(
         "auc_ci95": bootstrap_ci(roc_auc_score, [y, score], n=n_boot, groups=g),
     }
     if threshold is not None:
+        per_image = np.ndim(threshold) > 0  # each image's own operating point (its modality's), as predict applies
         triage = node_probs[keep, node_ids.index(threshold_node)]
-        sens, spec = sensitivity_specificity(y, triage, threshold)
-        result.update(threshold=threshold, threshold_node=threshold_node, sensitivity=sens, specificity=spec)
+        if per_image:
+            # P >= t  <=>  P - t >= 0 exactly in IEEE arithmetic, so a margin over 0 is the same referral rule
+            triage, cut = triage - np.asarray(threshold, dtype=float)[keep], 0.0
+        else:
+            cut = threshold
+        sens, spec = sensitivity_specificity(y, triage, cut)
+        result.update(threshold="per image" if per_image else threshold, threshold_node=threshold_node,
+                      sensitivity=sens, specificity=spec)
         for i, name in enumerate(("sensitivity_ci95", "specificity_ci95")):
             result[name] = bootstrap_ci(
-                lambda a, b, i=i: sensitivity_specificity(a, b, threshold)[i], [y, triage], n=n_boot, groups=g
+                lambda a, b, i=i: sensitivity_specificity(a, b, cut)[i], [y, triage], n=n_boot, groups=g
             )
     return result
 

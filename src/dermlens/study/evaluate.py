@@ -12,6 +12,7 @@ from dermlens.data.records import Record
 from dermlens.evaluate.classification import evaluate_node_probabilities
 from dermlens.evaluate.operating_point import choose_operating_point
 from dermlens.models import save_model
+from dermlens.models.modality import MODALITIES
 from dermlens.predict import Predictor
 from dermlens.taxonomy import ClassAssignment, OperatingPoint
 
@@ -26,17 +27,33 @@ class EvaluationResult:
 def evaluate_model(model_dir: Path, records: list[Record], num_workers: int = 2, progress: bool = True, tta: int = 1,
                    n_boot: int = 1000) -> EvaluationResult:
     """Predict every record with the model at ``model_dir`` and score it at every level of the taxonomy; the
-    bootstrap resamples by group (lesion / patient), and the binary tasks use the model's own operating point."""
+    bootstrap resamples by group (lesion / patient). The binary tasks' sensitivity and specificity use, per image,
+    the operating point ``dermlens predict --modality M`` applies: the modality's own where the dataset states the
+    modality (dermoscopic, clinical) and the model has one, else the pooled one; ``metrics["operating_points"]``
+    says which were applied to how many images."""
     predictor = Predictor(model_dir, tta=tta)
     class_probs = predictor.predict_records(records, num_workers=num_workers, progress=progress)
     node_probs = predictor.node_probabilities(class_probs)
     truth = [r.node for r in records]
+    points = [predictor.config.operating_point_for(r.modality if r.modality in MODALITIES else None) for r in records]
     metrics = evaluate_node_probabilities(
         node_probs, predictor.node_ids, truth, predictor.taxonomy,
-        threshold=predictor.operating_point.threshold, groups=[r.group for r in records], n_boot=n_boot,
+        threshold=np.array([op.threshold for op in points]), groups=[r.group for r in records], n_boot=n_boot,
         class_nodes=predictor.config.class_nodes,
     )
+    metrics["operating_points"] = operating_points_applied(predictor.config, records)
     return EvaluationResult(metrics, node_probs, truth)
+
+
+def operating_points_applied(config, records: list[Record]) -> dict:
+    """{modality or "pooled": {"node", "threshold", "images"}} for the operating points ``evaluate_model`` applies."""
+    applied: dict = {}
+    for record in records:
+        modality = record.modality if record.modality in config.operating_points else "pooled"
+        op = config.operating_point_for(None if modality == "pooled" else modality)
+        entry = applied.setdefault(modality, {"node": op.node, "threshold": op.threshold, "images": 0})
+        entry["images"] += 1
+    return applied
 
 
 def set_operating_point(model_dir: Path, records: list[Record], target_sensitivity: float,
