@@ -122,7 +122,7 @@ def test_rows_match_the_predictor_with_errors_in_place(archive, predictor, tmp_p
     for row, p in zip(rows, expected):
         assert row["error"] == p.error
         if not p.error:
-            assert row["triage"] == p.triage and row["top1"] == p.top5[0][0]
+            assert row["triage"] == p.triage and row["top1_class"] == p.top5[0][0]
             assert abs(float(row["p_malignant"]) - p.probabilities["malignant"]) < 1e-6
     assert {r["image"].rsplit("/", 1)[-1] for r in rows if r["error"]} == {"img05b.png", "img11b.jpg"}
 

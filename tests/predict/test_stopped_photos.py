@@ -44,7 +44,7 @@ def test_csv_rows_of_stopped_photos_have_empty_diagnosis_cells_and_keep_the_reas
     assert len(rows) == 2
     for row in rows:
         assert row["triage"] in ("retake", "cannot_assess") and row["quality"] not in ("", "ok") and row["advice"]
-        assert row["top1"] == "" and row["error"] == ""
+        assert row["top1_class"] == "" and row["error"] == ""
         probability_cells = {k: v for k, v in row.items() if k.startswith("p_")}
         assert probability_cells and set(probability_cells.values()) == {""}
 
@@ -59,4 +59,18 @@ def test_without_the_gate_the_same_photos_get_numbers(tiny_model_dir, stopped_ph
     rows = list(csv.DictReader(io.StringIO(predict_cli(tiny_model_dir, stopped_photos, "--no-gate"))))
     for row in rows:
         assert row["quality"] == "not_checked" and row["triage"] in ("refer", "reassure")
-        assert row["top1"] and 0 <= float(row["p_malignant"]) <= 1
+        assert row["top1_class"] and 0 <= float(row["p_malignant"]) <= 1
+
+
+def test_the_top_class_column_is_named_for_what_it_is_a_training_class(tiny_model_dir, image_cases):
+    """`top1_class` is the network's top training class; `p_<node>` sums the classes at or below a node, so it is
+    never below the probability of the class of the same name (docs/prediction.md, "Classes and nodes")."""
+    from dermlens.predict import Predictor
+
+    photo = image_cases.good["rgb"][0]
+    [row] = list(csv.DictReader(io.StringIO(predict_cli(tiny_model_dir, [photo], "--no-gate"))))
+    assert "top1" not in row and row["top1_class"]
+    prediction = Predictor(tiny_model_dir, gate=False).predict_one(str(photo))
+    assert row["top1_class"] == prediction.top5[0][0]
+    for node, class_probability in prediction.top5:
+        assert prediction.probabilities[node] >= class_probability - 1e-9

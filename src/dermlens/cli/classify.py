@@ -114,7 +114,7 @@ def predict(
     modality: Annotated[str, typer.Option(help="dermoscopic, clinical, or auto (recognised per image): picks the triage operating point.")] = "auto",
     gate: Annotated[bool, typer.Option("--gate/--no-gate", help="Check each photo first (not skin, poor photo, out of distribution); --no-gate is for research and writes quality=not_checked.")] = True,
 ):
-    """Per image: probability of every taxonomy node, top-5 diseases and a triage call (refer/reassure, or retake/cannot_assess when the photo gate stops it)."""
+    """Per image: probability of every taxonomy node (p_<node>: the sum of the training classes at or below it), the most likely training class (top1_class; JSON: top5, the network's own outputs) and a triage call (refer/reassure, or retake/cannot_assess when the photo gate stops it: then no numbers)."""
     # Every option is checked before the output file is touched (a mistake never costs earlier results) and before
     # torch and the model load (a mistake is told at once).
     if format not in ("csv", "json"):

@@ -103,16 +103,19 @@ def collect_inputs(paths: Sequence[str | Path], on_empty: Callable[[str], None] 
 
 
 def csv_fields(node_ids: Sequence[str]) -> list[str]:
-    return ["image", "error", "triage", "quality", "advice", "ood_score", "modality", "top1"] + [f"p_{n}" for n in node_ids]
+    """``top1_class``: the most likely training class (the network's own output); ``p_<node>``: every taxonomy
+    node's probability, the sum of the training classes at or below it. So p_melanoma can exceed the melanoma
+    class's own probability: the node also holds its subtypes' classes."""
+    return ["image", "error", "triage", "quality", "advice", "ood_score", "modality", "top1_class"] + [f"p_{n}" for n in node_ids]
 
 
 def csv_row(prediction) -> dict:
-    """One CSV row. A photo the gate stopped (retake / cannot_assess) has empty top1 and p_ cells: it keeps its
+    """One CSV row. A photo the gate stopped (retake / cannot_assess) has empty top1_class and p_ cells: it keeps its
     triage, the reason (quality) and what to do (advice), and nothing a reader could take for a diagnosis."""
     row = {"image": prediction.image, "error": prediction.error, "triage": prediction.triage,
            "quality": prediction.quality, "advice": prediction.advice,
            "ood_score": "" if prediction.ood_score is None else f"{prediction.ood_score:.4f}",
-           "modality": prediction.modality, "top1": prediction.top5[0][0] if prediction.top5 else ""}
+           "modality": prediction.modality, "top1_class": prediction.top5[0][0] if prediction.top5 else ""}
     row.update({f"p_{n}": f"{p:.6f}" for n, p in prediction.probabilities.items()})
     return row
 

@@ -45,7 +45,10 @@ class Prediction:
     # every taxonomy node; empty when the image failed or the gate stopped it (retake / cannot_assess): a photo
     # the model cannot judge gets no numbers a reader could take for a diagnosis (docs/prediction.md)
     probabilities: dict[str, float] = field(default_factory=dict)
-    top5: list[tuple[str, float]] = field(default_factory=list)  # training-class nodes, most likely first; empty likewise
+    # the five most likely TRAINING CLASSES (the network's softmax outputs, each named by its node), most likely
+    # first; empty likewise. Not subtree sums: "melanoma" here is the class of melanomas without a subtype when the
+    # model has subtype classes, while probabilities["melanoma"] sums all of them
+    top5: list[tuple[str, float]] = field(default_factory=list)
     triage: str = ""  # "refer" or "reassure", "retake" or "cannot_assess" (the gate); empty when the image failed
     error: str = ""
     modality: str = ""  # "dermoscopic" or "clinical" (given or recognised); "" when the model knows one only
