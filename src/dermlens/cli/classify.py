@@ -32,7 +32,7 @@ def train_command(
     lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW; warm-up then cosine).")] = 6e-4,
     image_size: Annotated[Optional[int], typer.Option(help="Input size; default the backbone's.")] = None,
     max_class_size: MaxClassSizeOption = None,
-    balance: Annotated[str, typer.Option(help="Class imbalance: none, sqrt, tree (down the taxonomy: for pooled data with many small classes), loss or sampler.")] = "sqrt",
+    balance: Annotated[str, typer.Option(help="Class imbalance: tree (the recipe: sampled down the taxonomy, first-level groups then classes, by square roots), sqrt, none, loss or sampler.")] = "tree",
     augment: Annotated[str, typer.Option(help="Augmentation: paper, light or camera (other cameras: zoom, squash, resolution, colour, blur, JPEG).")] = "paper",
     precision: Annotated[str, typer.Option(help="Training step precision: fp32 or bf16 (autocast; faster on CPUs with AMX).")] = "fp32",
     label_smoothing: float = 0.1,

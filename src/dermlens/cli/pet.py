@@ -125,7 +125,7 @@ def study_command(
     n_boot: int = typer.Option(1000),
     quiet: bool = typer.Option(False, help="No progress bars."),
 ):
-    """Simulate, train both networks and evaluate, with defaults (minutes on a laptop CPU); rerun to resume."""
+    """Simulate, train both networks and evaluate, with defaults: about half an hour on two CPU cores (issue 23's run); rerun to resume."""
     from dermlens.pet.study import run_pet_study, summary_lines
 
     metrics = run_pet_study(out, n_train=n_train, n_test=n_test, epochs=epochs, seed=seed, n_boot=n_boot,

@@ -5,7 +5,9 @@
     ImageNet backbone, new head (one output per class), all layers fine-tuned
     AdamW, linear warm-up then cosine decay (train/loop.py: a pure function of the step, so a resumed run follows
     the same curve)
-    class imbalance: square-root re-balancing, half by sampling and half by loss weights (train/balance.py)
+    class imbalance: sampled down the taxonomy by square roots, first-level groups then classes within them
+    (balance="tree", the default; "sqrt" is square-root re-balancing, half by sampling and half by loss weights;
+    train/balance.py)
     every epoch: validate, checkpoint, log; keep the best model (balanced accuracy over training classes, averaged
     over the validation sources so that each dataset counts alike); stop early when validation stops improving
     at the end: choose the referral threshold on validation data for a target sensitivity, overall and per
@@ -63,7 +65,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     warmup_epochs: float = 1.0
     label_smoothing: float = 0.1
-    balance: str = "sqrt"  # none | sqrt | tree | loss | sampler
+    balance: str = "tree"  # none | sqrt | tree | loss | sampler; tree: the bundled model's recipe (README)
     augment: str = "paper"  # paper | light | camera
     color_constancy: bool = True
     patience: int = 4  # epochs without validation improvement before stopping
