@@ -19,7 +19,7 @@ $(BIN)/dermlens: pyproject.toml
 setup: $(BIN)/dermlens
 
 demo: setup
-	$(BIN)/dermlens study --out runs/demo
+	$(BIN)/dermlens study --out runs/demo --overwrite
 
 test: setup
 	$(FAST_MALLOC)$(BIN)/python -m pytest -q

@@ -83,3 +83,16 @@ def test_no_arguments_shows_the_help_instead_of_a_traceback():
     result = CliRunner().invoke(app, [], env=WIDE)
     assert "Usage:" in result.output and "predict" in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_cli_defaults_are_the_recipe_s_and_the_help_claims_are_measured():
+    """`train --balance` defaults to the recipe the README names (tree), as the library does; `pet study --help`
+    states the time its defaults take, not "minutes"."""
+    import inspect
+
+    from dermlens.cli.classify import train_command
+    from dermlens.train.recipe import TrainConfig
+
+    assert inspect.signature(train_command).parameters["balance"].default == TrainConfig().balance == "tree"
+    result = CliRunner().invoke(app, ["pet", "study", "--help"])
+    assert "half an hour" in result.output and "minutes on a laptop" not in result.output

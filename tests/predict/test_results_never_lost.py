@@ -39,7 +39,9 @@ class Interrupted:
 
     def __init__(self, predictor, at: int):
         self.predictor, self.at, self.batches = predictor, at, 0
-        self.node_ids, self.transform, self.engine_name = predictor.node_ids, predictor.transform, predictor.engine_name
+
+    def __getattr__(self, name):  # everything else (node_ids, transform, the settings a run records) as the real one
+        return getattr(self.predictor, name)
 
     def predict_tensors(self, batch, names, *args, **kwargs):
         self.batches += 1

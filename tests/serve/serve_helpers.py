@@ -59,13 +59,24 @@ def png_bomb(width: int, height: int, valid_data: bool = True) -> bytes:
 @contextmanager
 def serving(app):
     """Run ``app`` with uvicorn on a free 127.0.0.1 port in a thread; yields the base URL."""
+    with serving_with(app) as url:
+        yield url
+
+
+@contextmanager
+def serving_with(app, log_level: str = "warning", after_config=None):
+    """``serving`` at another log level; ``after_config()`` runs once uvicorn.Config has set its logging up (as
+    `dermlens serve` installs its log filters then)."""
     import uvicorn
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    config = uvicorn.Config(app, log_level=log_level, lifespan="on")
+    if after_config:
+        after_config()
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

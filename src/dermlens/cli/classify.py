@@ -8,11 +8,17 @@ from typing import Annotated, Optional
 
 import typer
 
-from dermlens.cli.common import ArchOption, MaxClassSizeOption, ModelOption, TtaOption, WeightsOption, WorkersOption
+from dermlens.cli.common import (
+    ArchOption, MaxClassSizeOption, ModelOption, OverwriteOption, TtaOption, WeightsOption, WorkersOption,
+    refuse_to_replace,
+)
 
 app = typer.Typer()
 
 DataOption = Annotated[Path, typer.Option(exists=True, help="Labelled dataset.")]
+# predict.engines.PRECISIONS, restated so that a wrong --engine/--precision is told before torch loads (importing
+# predict.engines imports torch); tests/test_cli_startup.py keeps the two equal
+ENGINE_PRECISIONS = {"auto": ("fp32", "bf16", "int8"), "torch": ("fp32", "bf16"), "onnx": ("fp32", "int8")}
 
 
 @app.command("train")
@@ -26,7 +32,7 @@ def train_command(
     lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW; warm-up then cosine).")] = 6e-4,
     image_size: Annotated[Optional[int], typer.Option(help="Input size; default the backbone's.")] = None,
     max_class_size: MaxClassSizeOption = None,
-    balance: Annotated[str, typer.Option(help="Class imbalance: none, sqrt, tree (down the taxonomy: for pooled data with many small classes), loss or sampler.")] = "sqrt",
+    balance: Annotated[str, typer.Option(help="Class imbalance: tree (the recipe: sampled down the taxonomy, first-level groups then classes, by square roots), sqrt, none, loss or sampler.")] = "tree",
     augment: Annotated[str, typer.Option(help="Augmentation: paper, light or camera (other cameras: zoom, squash, resolution, colour, blur, JPEG).")] = "paper",
     precision: Annotated[str, typer.Option(help="Training step precision: fp32 or bf16 (autocast; faster on CPUs with AMX).")] = "fp32",
     label_smoothing: float = 0.1,
@@ -42,13 +48,13 @@ def train_command(
     init_from: Annotated[Optional[Path], typer.Option(help="Start from this trained model (same classes), e.g. a higher-resolution second stage.")] = None,
 ):
     """Fine-tune an ImageNet backbone on a dataset over the taxonomy's training classes."""
+    if resume and overwrite:  # options first: a mistake is told before torch loads
+        raise typer.BadParameter("--resume and --overwrite contradict each other; choose one", param_hint="'--overwrite'")
     from dermlens.data.datasets import load_pooled, load_records
     from dermlens.data.splits import train_val_parts
     from dermlens.taxonomy.partition import esteva_max_class_size
     from dermlens.train.recipe import TrainConfig, train
 
-    if resume and overwrite:
-        raise typer.BadParameter("--resume and --overwrite contradict each other; choose one", param_hint="'--overwrite'")
     extra = [r for folder in include or [] for r in load_records(folder)]
     train_records, val_records = train_val_parts(load_pooled(data), val_fraction=val_fraction, seed=seed, extra_train=extra)
     cfg = TrainConfig(
@@ -72,14 +78,16 @@ def evaluate(
     out: Annotated[Optional[Path], typer.Option(file_okay=False, help="Write metrics.json here.")] = None,
     tta: TtaOption = 1,
     workers: Annotated[int, typer.Option(min=0)] = 2,
+    overwrite: OverwriteOption = False,
 ):
     """Score a model on a labelled dataset: balanced accuracy, 3-/9-way, AUCs with bootstrap CIs."""
+    refuse_to_replace(out, ["metrics.json"], overwrite)
     from dermlens.data.datasets import load_records
     from dermlens.data.splits import in_split
     from dermlens.predict import bundled_model_dir
     from dermlens.study.evaluate import evaluate_model
 
-    records = [r for folder in data for r in in_split(load_records(folder), split, folder)]
+    records = in_split(load_records(data), split, data)
     result = evaluate_model(model or bundled_model_dir(), records, num_workers=workers, tta=tta)
     text = json.dumps(result.metrics, indent=2)
     if out:
@@ -106,15 +114,18 @@ def predict(
     modality: Annotated[str, typer.Option(help="dermoscopic, clinical, or auto (recognised per image): picks the triage operating point.")] = "auto",
     gate: Annotated[bool, typer.Option("--gate/--no-gate", help="Check each photo first (not skin, poor photo, out of distribution); --no-gate is for research and writes quality=not_checked.")] = True,
 ):
-    """Per image: probability of every taxonomy node, top-5 diseases and a triage call (refer/reassure, or retake/cannot_assess when the photo gate stops it)."""
-    from dermlens.predict import Predictor
-    from dermlens.predict.batch import collect_inputs, predict_files
-
-    # Every option is checked before the output file is touched: a mistake never costs earlier results.
+    """Per image: probability of every taxonomy node (p_<node>: the sum of the training classes at or below it), the most likely training class (top1_class; JSON: top5, the network's own outputs) and a triage call (refer/reassure, or retake/cannot_assess when the photo gate stops it: then no numbers)."""
+    # Every option is checked before the output file is touched (a mistake never costs earlier results) and before
+    # torch and the model load (a mistake is told at once).
     if format not in ("csv", "json"):
         raise typer.BadParameter(f"csv or json; got {format!r}", param_hint="'--format'")
     if modality not in ("auto", "dermoscopic", "clinical"):
         raise typer.BadParameter(f"auto, dermoscopic or clinical; got {modality!r}", param_hint="'--modality'")
+    if engine not in ENGINE_PRECISIONS:
+        raise typer.BadParameter(f"{', '.join(ENGINE_PRECISIONS)}; got {engine!r}", param_hint="'--engine'")
+    if precision not in ENGINE_PRECISIONS[engine]:
+        raise typer.BadParameter(f"engine {engine} runs {' or '.join(ENGINE_PRECISIONS[engine])}; got {precision!r}",
+                                 param_hint="'--precision'")
     resume = resume or retry_failed
     if resume and out is None:
         raise typer.BadParameter("--resume and --retry-failed need --out", param_hint="'--resume'")
@@ -124,6 +135,9 @@ def predict(
     if target is not None and not (resume or overwrite) and target.is_file() and target.stat().st_size:
         raise typer.BadParameter(f"{target} already holds results; add --resume to finish it (--retry-failed also "
                                  "retries its errors) or --overwrite to replace it", param_hint="'--out'")
+    from dermlens.predict import Predictor
+    from dermlens.predict.batch import collect_inputs, predict_files
+
     files = collect_inputs(paths, on_empty=lambda message: typer.echo(f"warning: {message}", err=True))
     predictor = Predictor(model, tta=tta, engine=engine, precision=precision, gate=gate)
     summary = predict_files(
@@ -150,16 +164,18 @@ def export_command(
     int8: Annotated[bool, typer.Option("--int8", help="Also write a statically quantized int8 model.")] = False,
     calibration_data: Annotated[Optional[Path], typer.Option(help="Images to calibrate int8 on: a folder of images or a dataset (its train split).")] = None,
     calibration_size: Annotated[int, typer.Option(help="How many calibration images to use at most.")] = 200,
+    overwrite: OverwriteOption = False,
 ):
     """Export the classifier (preprocessed image in, training-class probabilities out) for ONNX Runtime."""
-    from dermlens.predict.export import export_model
-    from dermlens.deploy.quantize import int8_triage_shift
-    from dermlens.predict import bundled_model_dir
-
     if format != "onnx":
         raise typer.BadParameter("only --format onnx is supported", param_hint="'--format'")
     if int8 and calibration_data is None:
         raise typer.BadParameter("--int8 needs --calibration-data (a folder of images or a dataset)", param_hint="'--int8'")
+    refuse_to_replace(out, ["model.onnx", "model.int8.onnx"], overwrite)
+    from dermlens.predict.export import export_model
+    from dermlens.deploy.quantize import int8_triage_shift
+    from dermlens.predict import bundled_model_dir
+
     written = export_model(model or bundled_model_dir(), out, int8=int8, calibration_data=calibration_data,
                            calibration_size=calibration_size, progress=True)
     for precision, path in written.items():
@@ -187,9 +203,12 @@ def operating_point(
     precision: Annotated[str, typer.Option(help="Its precision: fp32, bf16 (torch) or int8 (onnx; needs `dermlens export --int8` first).")] = "fp32",
     tta: TtaOption = 1,
     workers: WorkersOption = 2,
+    overwrite: OverwriteOption = False,
 ):
     """Choose the referral thresholds afresh on a site's own validation data for a target sensitivity: the pooled
     one and each modality's the data has photos of (its modality column)."""
+    if out is not None and (model is None or out.resolve() != model.resolve()):  # --out MODEL is the in-place update
+        refuse_to_replace(out, ["config.json"], overwrite)
     from dermlens.data.datasets import load_records
     from dermlens.data.splits import in_split
     from dermlens.predict import bundled_model_dir

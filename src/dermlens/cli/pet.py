@@ -6,6 +6,8 @@ from typing import Optional
 
 import typer
 
+from dermlens.cli.common import refuse_to_replace
+
 pet_app = typer.Typer(no_args_is_help=True, help="Tumour tissue fractions in simulated 2-D PET (Liu, Jha et al. 2021): "
                                                  "simulate data, train the fraction and binary U-Nets, compare them "
                                                  "with a 40% threshold.")
@@ -38,11 +40,13 @@ def simulate_command(
     diameter_min: float = typer.Option(6.0, help="Smallest tumour equivalent diameter in mm (log-uniform)."),
     diameter_max: float = typer.Option(40.0, help="Largest tumour equivalent diameter in mm."),
     reconstruction: bool = typer.Option(True, help="Sinogram + OSEM (else Poisson counts per image pixel)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a dataset already in --out (otherwise refused)."),
     quiet: bool = typer.Option(False, help="No progress bar."),
 ):
     """Simulate a PET dataset with the true tumour fraction of every pixel."""
     from dermlens.pet.dataset import simulate_dataset
 
+    refuse_to_replace(out, ["images.npy", "fractions.npy", "meta.json"], overwrite)
     cfg = _simulator_config(grid, pixel_mm, fwhm_mm, dose_min, dose_max, tbr_min, tbr_max, diameter_min,
                             diameter_max, reconstruction)
     simulate_dataset(out, n, seed, cfg, progress=not quiet)
@@ -93,6 +97,7 @@ def evaluate_command(
                                                   "the training images' seed. Default 1 (the shipped networks were "
                                                   "trained on seed 0)."),
     n_boot: int = typer.Option(1000, min=1, help="Bootstrap resamples for the confidence intervals."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an evaluation already in --out (otherwise refused)."),
     quiet: bool = typer.Option(False, help="No progress bars."),
 ):
     """Compare the fraction network, the 40% threshold and the binary U-Net on a test set (default: the shipped
@@ -101,6 +106,7 @@ def evaluate_command(
     from dermlens.pet.evaluation import evaluate_pet
     from dermlens.pet.study import summary_lines
 
+    refuse_to_replace(out, ["metrics.json", "report.html"], overwrite)
     if data is None:
         metrics = evaluate_on_fresh_test_set(out, models, n_test=n_test, seed=seed, n_boot=n_boot, progress=not quiet)
     else:
@@ -119,7 +125,7 @@ def study_command(
     n_boot: int = typer.Option(1000),
     quiet: bool = typer.Option(False, help="No progress bars."),
 ):
-    """Simulate, train both networks and evaluate, with defaults (minutes on a laptop CPU); rerun to resume."""
+    """Simulate, train both networks and evaluate, with defaults: about half an hour on two CPU cores (issue 23's run); rerun to resume."""
     from dermlens.pet.study import run_pet_study, summary_lines
 
     metrics = run_pet_study(out, n_train=n_train, n_test=n_test, epochs=epochs, seed=seed, n_boot=n_boot,

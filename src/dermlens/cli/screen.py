@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from dermlens.cli.common import ModelOption, QuietOption, batch_group
+from dermlens.cli.common import ModelOption, OverwriteOption, QuietOption, batch_group, refuse_to_replace
 
 app = batch_group("Wide-field screening: `dermlens screen PHOTO... --out DIR` finds lesions and ranks ugly ducklings; or train-head (labelled photos from `python benchmarks/screen_benchmark.py`).")
 
@@ -21,9 +21,12 @@ def run(
     patients: Annotated[Optional[Path], typer.Option(help="CSV with columns image,patient grouping the photos into patients.")] = None,
     size_weight: Annotated[float, typer.Option(help="Share of relative size in the ugly-duckling score (0-1).")] = 0.0,
     top_crops: Annotated[int, typer.Option(help="Crops written for this many top-ranked lesions per photo.")] = 5,
+    overwrite: OverwriteOption = False,
     quiet: QuietOption = False,
 ):
     """Find every pigmented lesion, flag the suspicious ones, rank each patient's ugly ducklings (rank 1 = most unlike)."""
+    # one call ranks one patient's photos against each other: results of another call in the same folder are refused
+    refuse_to_replace(out, ["*.json", "*.annotated.jpg", "*.crops"], overwrite)
     from dermlens.data.io import find_images
     from dermlens.screen.screener import ScreenConfig, Screener, patient_ids, screen_files
 

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from dermlens.cli.common import QuietOption, batch_group
+from dermlens.cli.common import OverwriteOption, QuietOption, batch_group, refuse_to_replace
 
 app = batch_group("Lesion tissue-fraction segmentation: `dermlens segment IMAGE... --out DIR`, or train / evaluate a segmenter.")
 
@@ -21,9 +21,11 @@ def run(
     model: SegmenterOption = None,
     tta: Annotated[bool, typer.Option(help="Average over flips.")] = True,
     mm_per_pixel: Annotated[Optional[float], typer.Option(help="Scale of the photos, to add measurements in mm.")] = None,
+    overwrite: OverwriteOption = False,
     quiet: QuietOption = False,
 ):
     """Per-pixel lesion fraction (8-bit PNG, 255 = all lesion), binary mask at 0.5, and lesion measurements."""
+    refuse_to_replace(out, ["measurements.csv"], overwrite)
     from dermlens.segment.batch import segment_images
     from dermlens.segment.segmenter import Segmenter
 
@@ -73,9 +75,11 @@ def evaluate(
     split: Annotated[Optional[str], typer.Option(help="Only this split (e.g. test); default: every row with a mask.")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Write metrics.json (with per-image Jaccard) here.")] = None,
     tta: bool = True,
+    overwrite: OverwriteOption = False,
     quiet: QuietOption = False,
 ):
     """Mean Jaccard and ISIC thresholded Jaccard (0 below 0.65), with 95% bootstrap intervals."""
+    refuse_to_replace(out, ["metrics.json"], overwrite)
     from dermlens.segment.evaluation import evaluate_dataset
 
     metrics = evaluate_dataset(data, model, split=split, tta=tta, progress=not quiet)

@@ -27,12 +27,13 @@ def serve(
     max_connections: Annotated[int, typer.Option(min=1, help="Open connections at most; beyond that 503.")] = 100,
 ):
     """Web page and HTTP API for clinicians: / (page), /api/v1/predict, /api/v1/model, /healthz, /docs."""
-    from dermlens.serve import create_app  # first: names the [serve] extra when it is missing
+    if (ssl_keyfile is None) != (ssl_certfile is None):  # options first, before torch and the model load
+        raise typer.BadParameter("give both --ssl-keyfile and --ssl-certfile, or neither", param_hint="'--ssl-certfile'")
+    from dermlens.serve import create_app  # first of the imports: names the [serve] extra when it is missing
     from dermlens.serve.guard import bind_socket, is_loopback
+    from dermlens.serve.logs import redact_tokens
     import uvicorn
 
-    if (ssl_keyfile is None) != (ssl_certfile is None):
-        raise typer.BadParameter("give both --ssl-keyfile and --ssl-certfile, or neither", param_hint="'--ssl-certfile'")
     if not is_loopback(host) and not token:
         typer.echo(f"warning: listening on {host} without an access token: anyone on the network can use this service; "
                    "set --token (or DERMLENS_TOKEN)", err=True)
@@ -50,6 +51,7 @@ def serve(
             application, log_level="info", limit_concurrency=max_connections, timeout_keep_alive=5,
             ssl_keyfile=str(ssl_keyfile) if ssl_keyfile else None, ssl_certfile=str(ssl_certfile) if ssl_certfile else None,
         )
+        redact_tokens(token)  # after uvicorn.Config has set its logging up: no token in the access log
         scheme = "https" if ssl_certfile else "http"
         typer.echo(f"dermlens serving on {scheme}://{host}:{port}/ (API docs at /docs); Ctrl-C stops", err=True)
         uvicorn.Server(config).run(sockets=[sock])

@@ -7,11 +7,15 @@ from typing import Annotated, Optional
 
 import typer
 
-from dermlens.cli.common import ArchOption, MaxClassSizeOption, ModelOption, QuietOption, WeightsOption, WorkersOption
+from dermlens.cli.common import (
+    ArchOption, MaxClassSizeOption, ModelOption, OverwriteOption, QuietOption, WeightsOption, WorkersOption,
+    refuse_to_replace,
+)
 
 app = typer.Typer()
 
 DEMO_OUT = Path("runs/demo")
+STUDY_RESULTS = ("report.html", "metrics.json", "predictions", "model")  # the frozen-feature cache/ is reused, not results
 
 
 @app.command()
@@ -34,9 +38,11 @@ def study(
     saliency_per_class: Annotated[int, typer.Option(min=0, help="Correct and incorrect saliency cases per class (0: none).")] = 2,
     workers: WorkersOption = 2,
     seed: int = 0,
+    overwrite: OverwriteOption = False,
     quiet: QuietOption = False,
 ):
     """Esteva-style study: grouped k-fold, 3-/9-way/partition ablation, binary ROCs with readers, calibration, t-SNE, saliency; HTML report."""
+    refuse_to_replace(out, STUDY_RESULTS, overwrite)
     from dermlens.evaluate.readers import SAMPLE_READERS
     from dermlens.study.run import StudyConfig, run_study
     from dermlens.study.summary import study_summary
@@ -55,10 +61,11 @@ def study(
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Output folder.")] = DEMO_OUT,
+    overwrite: OverwriteOption = False,
     quiet: QuietOption = False,
 ):
-    """The main job, as `make demo` runs it: the study on the embedded synthetic set (`dermlens study --out runs/demo`)."""
-    study(out=out, quiet=quiet)
+    """The main job, as `make demo` runs it: the study on the embedded synthetic set (`dermlens study --out runs/demo --overwrite`)."""
+    study(out=out, overwrite=overwrite, quiet=quiet)
 
 
 @app.command()
@@ -83,12 +90,18 @@ def explain(
     model: ModelOption = None,
     out: Annotated[Path, typer.Option(help="Folder for the overlays and the prediction JSON.")] = Path("runs/explain"),
     target: Annotated[Optional[str], typer.Option(help="Taxonomy node to explain (e.g. malignant); default the top class.")] = None,
+    overwrite: OverwriteOption = False,
 ):
     """Saliency overlays for one image: the paper's input-gradient map and Grad-CAM."""
+    refuse_to_replace(out, [f"{image.stem}-explanation.json"], overwrite)
     from dermlens.explain.cases import explain_image
 
     result = explain_image(image, model, out, target=target)
-    top = result["prediction"]["top5"][0]
-    typer.echo(f"{image}: top class {top['node']} ({top['probability']:.3f}), triage {result['prediction']['triage']}")
+    prediction = result["prediction"]
+    if prediction["top5"]:
+        top = prediction["top5"][0]
+        typer.echo(f"{image}: top class {top['node']} ({top['probability']:.3f}), triage {prediction['triage']}")
+    else:  # the photo gate stopped it: no diagnosis to show, only what to do
+        typer.echo(f"{image}: triage {prediction['triage']} ({prediction['quality']}): {prediction['advice']}")
     for method, info in result["overlays"].items():
         typer.echo(f"  {method}: {info['file']} (explains {info['target']}, p={info['probability']:.3f})")

@@ -1,12 +1,17 @@
 """Grouped, stratified splits: no lesion or patient ever sits on two sides."""
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator, Sequence
 
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
 from dermlens.data.records import Record
+
+
+class TooFewImagesError(ValueError):
+    """Too few images (or groups) for the split asked for."""
 
 
 class GroupLeakError(ValueError):
@@ -29,9 +34,14 @@ def grouped_kfold(records: Sequence[Record], n_folds: int, seed: int = 0) -> Ite
     """Stratified (by node) k-fold over groups; yields (train indices, test indices)."""
     n_groups = len({r.group for r in records})
     if n_folds < 2 or n_folds > n_groups:
-        raise ValueError(f"n_folds must be between 2 and the number of groups ({n_groups}); got {n_folds}")
+        raise TooFewImagesError(f"n_folds must be between 2 and the number of groups ({n_groups}); got {n_folds}")
     labels = [r.node for r in records]
     groups = [r.group for r in records]
+    largest = max(Counter(labels).values())
+    if largest < n_folds:  # scikit-learn's own message for this is a traceback about n_splits
+        raise TooFewImagesError(
+            f"{len(records)} images in {len(set(labels))} classes are too few to split {n_folds} ways grouped and "
+            f"stratified: at least one class needs {n_folds} images (the largest has {largest}); add images")
     splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     for train_idx, test_idx in splitter.split(np.zeros(len(records)), labels, groups):
         yield train_idx.tolist(), test_idx.tolist()
@@ -56,7 +66,10 @@ def grouped_split(
     def carve(pool: list[Record], fraction: float, salt: int) -> tuple[list[Record], list[Record]]:
         # StratifiedGroupKFold with k = round(1/fraction) and one fold taken: grouped and stratified at once.
         k = max(2, min(round(1 / fraction), len({r.group for r in pool})))
-        train_idx, held_idx = next(grouped_kfold(pool, k, seed=seed + salt))
+        try:
+            train_idx, held_idx = next(grouped_kfold(pool, k, seed=seed + salt))
+        except TooFewImagesError as e:
+            raise TooFewImagesError(f"too few images to hold out {fraction:.0%} of them ({'test' if salt == 0 else 'validation'}): {e}") from e
         return [pool[i] for i in train_idx], [pool[i] for i in held_idx]
 
     pool = list(records)

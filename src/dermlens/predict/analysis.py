@@ -60,8 +60,16 @@ class Analysis:
     def advice(self) -> str:
         return self.gate.advice if self.gate else ""
 
+    @property
+    def diagnosis_shown(self) -> bool:
+        """False when the gate stopped the photo: the files and the web page then carry no probabilities and no
+        top-5, so that nobody reads a diagnosis into a photo the model cannot judge (docs/prediction.md). The
+        object keeps them for research code (e.g. what a degraded photo would have been called)."""
+        return not self.stopped
+
     def to_dict(self) -> dict:
-        """One element of ``dermlens predict --format json``."""
+        """One element of ``dermlens predict --format json``; a stopped photo's has no top5 and no probabilities."""
+        shown = self.diagnosis_shown
         return {
             "image": self.image,
             "error": self.error,
@@ -71,8 +79,8 @@ class Analysis:
             "quality": self.quality,
             "ood_score": self.ood_score,
             "advice": self.advice,
-            "top5": [{"node": n, "probability": p} for n, p in self.top5],
-            "probabilities": self.probabilities,
+            "top5": [{"node": n, "probability": p} for n, p in self.top5] if shown else [],
+            "probabilities": self.probabilities if shown else {},
         }
 
 

@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader
 
 from dermlens.data.io import IMAGE_EXTENSIONS, find_images, is_image_file
 from dermlens.data.torch_dataset import TolerantImageDataset, collate_keeping_failures
+from dermlens.predict import run_settings
 from dermlens.predict.predictor import Prediction
 
 LIST_COLUMNS = ("image", "path", "file", "filename", "image_path", "filepath")
@@ -102,15 +103,22 @@ def collect_inputs(paths: Sequence[str | Path], on_empty: Callable[[str], None] 
 
 
 def csv_fields(node_ids: Sequence[str]) -> list[str]:
-    return ["image", "error", "triage", "quality", "ood_score", "modality", "top1"] + [f"p_{n}" for n in node_ids]
+    """``top1_class``: the most likely training class (the network's own output); ``p_<node>``: every taxonomy
+    node's probability, the sum of the training classes at or below it. So p_melanoma can exceed the melanoma
+    class's own probability: the node also holds its subtypes' classes."""
+    return ["image", "error", "triage", "quality", "advice", "ood_score", "modality", "top1_class"] + [f"p_{n}" for n in node_ids]
 
 
 def csv_row(prediction) -> dict:
+    """One CSV row. A photo the gate stopped (retake / cannot_assess) has empty top1_class and p_ cells: it keeps its
+    triage, the reason (quality) and what to do (advice), and nothing a reader could take for a diagnosis."""
     row = {"image": prediction.image, "error": prediction.error, "triage": prediction.triage,
-           "quality": prediction.quality,
+           "quality": prediction.quality, "advice": prediction.advice,
            "ood_score": "" if prediction.ood_score is None else f"{prediction.ood_score:.4f}",
-           "modality": prediction.modality, "top1": prediction.top5[0][0] if prediction.top5 else ""}
-    row.update({f"p_{n}": f"{p:.6f}" for n, p in prediction.probabilities.items()})
+           "modality": prediction.modality,
+           "top1_class": prediction.top5[0][0] if prediction.top5 and prediction.diagnosis_shown else ""}
+    if prediction.diagnosis_shown:
+        row.update({f"p_{n}": f"{p:.6f}" for n, p in prediction.probabilities.items()})
     return row
 
 
@@ -269,11 +277,13 @@ class BatchSummary:
 
 
 def open_output(out_path: Path | None, format: str, node_ids: Sequence[str], resume: bool,
-                retry_failed: bool = False, overwrite: bool = False):
+                retry_failed: bool = False, overwrite: bool = False, settings: dict | None = None):
     """(output writer, stream, images already done -> their error).
 
     Refuses (FileExistsError) to replace a non-empty result unless ``resume`` continues it or ``overwrite``.
-    ``retry_failed`` (with ``resume``) first removes the error rows, so those images are predicted again.
+    ``settings`` (``run_settings.prediction_settings``) are recorded beside a new file, and a resume whose
+    settings differ from the recorded ones is refused (``run_settings.SettingsChangedError``) before anything is
+    touched. ``retry_failed`` (with ``resume``) first removes the error rows, so those images are predicted again.
     """
     if format not in ("csv", "json"):
         raise ValueError(f"format must be csv or json; got {format!r}")
@@ -295,11 +305,15 @@ def open_output(out_path: Path | None, format: str, node_ids: Sequence[str], res
 
     if resume and has_results:
         done, keep = read_done()
+        if settings is not None:
+            run_settings.check_unchanged(out_path, settings)
         failed = {image for image, error in done.items() if error}
         if retry_failed and failed:
             _drop_rows(out_path, format, failed)
             done, keep = read_done()
     out_path.parent.mkdir(parents=True, exist_ok=True)
+    if settings is not None and not keep:  # a new (or replaced) file: these settings make all of its rows
+        run_settings.write_settings(out_path, settings)
     if keep:
         stream = open(out_path, "r+", newline="", encoding="utf-8")  # noqa: SIM115 - closed by the caller
         stream.truncate(keep)
@@ -330,7 +344,8 @@ def predict_files(
 ) -> BatchSummary:
     """Predict every file, appending rows to ``out_path`` (stdout when None) batch by batch.
 
-    ``resume`` skips images already in ``out_path``; ``retry_failed`` predicts those with an error row again.
+    ``resume`` skips images already in ``out_path`` when it was made with the same settings (recorded beside it in
+    ``<out_path>.settings.json``); ``retry_failed`` predicts those with an error row again.
     A non-empty ``out_path`` is only replaced with ``overwrite``. The summary counts this run's failures and, on
     resume, the earlier error rows of these images (``failed_in_file``).
     """
@@ -339,7 +354,8 @@ def predict_files(
     if batch_size < 1 or num_workers < 0:  # checked before the output is touched
         raise ValueError(f"batch_size must be at least 1 and num_workers at least 0; got {batch_size}, {num_workers}")
     names = [str(f) for f in files]
-    writer, stream, done = open_output(out_path, format, predictor.node_ids, resume, retry_failed, overwrite)
+    settings = run_settings.prediction_settings(predictor, modality) if out_path is not None else None
+    writer, stream, done = open_output(out_path, format, predictor.node_ids, resume, retry_failed, overwrite, settings)
     todo = [n for n in names if n not in done]
     summary = BatchSummary(engine=predictor.engine_name, total=len(names), skipped=len(names) - len(todo))
     summary.earlier_failures = [(n, done[n]) for n in dict.fromkeys(names) if done.get(n)]

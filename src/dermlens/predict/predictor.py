@@ -226,18 +226,27 @@ class Predictor:
     def analyse_records(self, records: Sequence, batch_size: int = 32, num_workers: int = 2, progress: bool = True,
                         modality: str | None = None) -> list[Analysis]:
         """One :class:`Analysis` per labelled record (``Analysis.image`` is its path); decoding runs in worker
-        processes. The gate's resolution check is skipped (the decoded size does not leave the workers)."""
+        processes. The gate's resolution check is skipped (the decoded size does not leave the workers).
+        ``modality`` None: each record's own labelled modality where it states one (dermoscopic, clinical), as
+        ``dermlens predict --modality M`` would be told, else recognised."""
         from torch.utils.data import DataLoader
         from tqdm.auto import tqdm
 
         from dermlens.data.torch_dataset import RecordDataset
+        from dermlens.models.modality import MODALITIES
 
         loader = DataLoader(RecordDataset(records, self.transform), batch_size=batch_size, num_workers=num_workers)
         out: list[Analysis] = []
         with tqdm(total=len(records), desc="predict", unit="img", disable=not progress, leave=False) as bar:
             for images, _ in loader:
-                out += self.analyse_tensors(images, [str(r.path) for r in records[len(out): len(out) + len(images)]],
-                                            modality)
+                batch = records[len(out): len(out) + len(images)]
+                stated = [modality or (r.modality if r.modality in MODALITIES else None) for r in batch]
+                answers: list[Analysis | None] = [None] * len(batch)
+                for m in dict.fromkeys(stated):  # one call per modality in the batch, in first-seen order
+                    rows = [i for i, s in enumerate(stated) if s == m]
+                    for i, a in zip(rows, self.analyse_tensors(images[rows], [str(batch[i].path) for i in rows], m)):
+                        answers[i] = a
+                out += answers
                 bar.update(len(images))
         return out
 

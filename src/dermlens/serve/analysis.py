@@ -125,7 +125,8 @@ def triage_summary(predictor: Predictor, analysis: Analysis) -> str:
 
 
 def _named(predictor: Predictor, nodes, probabilities: dict[str, float]) -> list[dict]:
-    return [{"node": n, "name": predictor.taxonomy[n].name, "probability": probabilities[n]} for n in nodes]
+    # a photo the gate stopped has no probabilities, so no bars
+    return [{"node": n, "name": predictor.taxonomy[n].name, "probability": probabilities[n]} for n in nodes if n in probabilities]
 
 
 def png_base64(image: Image.Image) -> str:
@@ -158,14 +159,14 @@ def analyse(
     taxonomy = predictor.taxonomy
     op = analysis.operating_point
     body.update(
-        names={node: taxonomy[node].name for node, _ in analysis.top5},  # display names of the top-5 diseases
-        three_way=_named(predictor, taxonomy.level_nodes(1), analysis.probabilities),
-        nine_way=_named(predictor, taxonomy.level_nodes(2), analysis.probabilities),
+        names={t["node"]: taxonomy[t["node"]].name for t in body["top5"]},  # display names of the top-5 diseases
+        three_way=_named(predictor, taxonomy.level_nodes(1), body["probabilities"]),
+        nine_way=_named(predictor, taxonomy.level_nodes(2), body["probabilities"]),
         triage_call=TRIAGE_CALLS[analysis.triage],
         triage_summary=triage_summary(predictor, analysis),
         operating_point={
             "node": op.node, "name": taxonomy[op.node].name, "threshold": op.threshold,
-            "probability": analysis.node_probability, "sensitivity": op.sensitivity,
+            "probability": None if analysis.stopped else analysis.node_probability, "sensitivity": op.sensitivity,
             "specificity": op.specificity, "target_sensitivity": op.target_sensitivity, "chosen_on": op.chosen_on,
             "summary": operating_point_summary(predictor, op, analysis.modality),
         },

@@ -37,7 +37,19 @@ def evaluate_model(model_dir: Path, records: list[Record], num_workers: int = 2,
         threshold=np.array([a.operating_point.threshold for a in analyses]), groups=[r.group for r in records],
         n_boot=n_boot, class_nodes=predictor.config.class_nodes,
     )
+    metrics["operating_points"] = operating_points_applied(predictor.config, analyses)
     return EvaluationResult(metrics, node_probs, truth)
+
+
+def operating_points_applied(config, analyses) -> dict:
+    """{modality or "pooled": {"node", "threshold", "images"}}: which of the model's points the analyses used."""
+    applied: dict = {}
+    for analysis in analyses:
+        name = analysis.modality if analysis.modality in config.operating_points else "pooled"
+        op = analysis.operating_point
+        entry = applied.setdefault(name, {"node": op.node, "threshold": op.threshold, "images": 0})
+        entry["images"] += 1
+    return applied
 
 
 @dataclass

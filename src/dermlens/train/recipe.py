@@ -5,7 +5,9 @@
     ImageNet backbone, new head (one output per class), all layers fine-tuned
     AdamW, linear warm-up then cosine decay (train/loop.py: a pure function of the step, so a resumed run follows
     the same curve)
-    class imbalance: square-root re-balancing, half by sampling and half by loss weights (train/balance.py)
+    class imbalance: sampled down the taxonomy by square roots, first-level groups then classes within them
+    (balance="tree", the default; "sqrt" is square-root re-balancing, half by sampling and half by loss weights;
+    train/balance.py)
     every epoch: validate, checkpoint, log; keep the best model (balanced accuracy over training classes, averaged
     over the validation sources so that each dataset counts alike); stop early when validation stops improving
     at the end: choose the referral threshold on validation data for a target sensitivity, overall and per
@@ -63,7 +65,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     warmup_epochs: float = 1.0
     label_smoothing: float = 0.1
-    balance: str = "sqrt"  # none | sqrt | tree | loss | sampler
+    balance: str = "tree"  # none | sqrt | tree | loss | sampler; tree: the bundled model's recipe (README)
     augment: str = "paper"  # paper | light | camera
     color_constancy: bool = True
     patience: int = 4  # epochs without validation improvement before stopping
@@ -231,6 +233,11 @@ def train(
     taxonomy = taxonomy or default_taxonomy()
     torch.manual_seed(cfg.seed)
     world = from_environment()  # one process, or one of torchrun's (see train/distributed.py)
+    if len(train_records) < cfg.batch_size:  # before the run folder is touched
+        # every epoch drops its last partial batch (drop_last in _epoch_loader), so not one step would run, and
+        # the untrained network would be saved as if trained
+        raise ValueError(f"{len(train_records)} training images are fewer than one batch of {cfg.batch_size}: no "
+                         f"training step would run; lower --batch-size (at most {len(train_records)}) or add images")
     run = RunFolder(out_dir, resume=resume, overwrite=overwrite, writer=world.is_main)  # only rank 0 writes
     progress = progress and world.is_main
     if not train_records or not val_records:
