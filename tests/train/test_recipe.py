@@ -13,7 +13,7 @@ import torch
 
 from dermlens.evaluate import sensitivity_specificity
 from dermlens.models import read_config
-from dermlens.taxonomy import ClassAssignment, TrainingClass, default_taxonomy
+from dermlens.taxonomy import default_taxonomy
 from dermlens.train import loop, recipe
 from dermlens.train.balance import class_balance
 from dermlens.train.checkpoint import TENSORS_FILE
