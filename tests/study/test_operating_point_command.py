@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from dermlens.cli import app
@@ -85,3 +86,29 @@ def test_retuning_uses_the_engine_the_site_runs(two_modality_model_dir, syntheti
     assert "torch fp32" in fp32.tuned["pooled"].chosen_on and "torch bf16" in bf16.tuned["pooled"].chosen_on
     assert bf16.tuned["pooled"].threshold != fp32.tuned["pooled"].threshold  # tuned on bf16's own probabilities
     assert read_config(tmp_path / "bf16").operating_point == bf16.tuned["pooled"]
+
+
+@pytest.mark.slow
+def test_retuning_for_int8_tunes_the_int8_engine(two_modality_model_dir, synthetic_labels_csv, synthetic_parts, tmp_path):
+    """`--engine onnx --precision int8`: the thresholds come from the int8 export's probabilities, the engine a site
+    running int8 gets, and the re-tuned folder runs that export."""
+    pytest.importorskip("onnxruntime")
+    from dermlens.predict.export import export_model
+
+    exported = tmp_path / "exported"
+    export_model(two_modality_model_dir, exported, int8=True, calibration_data=synthetic_labels_csv.parent / "images",
+                 calibration_size=16)
+    out = tmp_path / "retuned"
+    result = CliRunner().invoke(app, [
+        "operating-point", "--data", str(relabelled(synthetic_labels_csv, tmp_path, "clinical")), "--model",
+        str(exported), "--split", "", "--target-sensitivity", "1.0", "--engine", "onnx", "--precision", "int8",
+        "--out", str(out), "--workers", "0"])
+    assert result.exit_code == 0, result.output
+    clinical = read_config(out).operating_points["clinical"]
+    assert "onnx int8" in clinical.chosen_on
+    int8 = Predictor(out, engine="onnx", precision="int8", gate=False)
+    assert int8.engine_name == "onnx int8"
+    malignant = [str(r.path) for part in synthetic_parts.values() for r in part
+                 if r.node in ("melanoma", "basal_cell_carcinoma")]
+    # every malignant photo referred on int8, as it was tuned
+    assert all(a.referral == "refer" for a in int8.analyse(malignant, modality="clinical"))

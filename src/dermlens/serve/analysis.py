@@ -152,7 +152,7 @@ def analyse(
         names={node: taxonomy[node].name for node, _ in analysis.top5},  # display names of the top-5 diseases
         three_way=_named(predictor, taxonomy.level_nodes(1), analysis.probabilities),
         nine_way=_named(predictor, taxonomy.level_nodes(2), analysis.probabilities),
-        triage_call=TRIAGE_CALLS[analysis.triage],
+        triage_call=TRIAGE_CALLS.get(analysis.triage, str(analysis.triage)),
         triage_summary=triage_summary(predictor, analysis),
         operating_point={
             "node": op.node, "name": taxonomy[op.node].name, "threshold": op.threshold,
