@@ -257,9 +257,9 @@ class GatedPredictor:
     def __getattr__(self, name):
         return getattr(self._predictor, name)
 
-    def predict_tensors(self, batch, names, *args, **kwargs):
+    def analyse(self, *args, **kwargs):
         assert self.release.wait(timeout=30), "test never released the predictor"
-        return self._predictor.predict_tensors(batch, names, *args, **kwargs)
+        return self._predictor.analyse(*args, **kwargs)
 
 
 def test_full_queue_answers_503_with_retry_after(make_client, serve_predictor, jpeg_bytes):

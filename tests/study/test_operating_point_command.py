@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from dermlens.cli import app
@@ -101,3 +102,29 @@ def test_several_datasets_are_pooled_and_each_modality_gets_its_own_point(
     assert "validation (120 images" in after.operating_point.chosen_on
     assert all("validation (60 images" in after.operating_points[m].chosen_on for m in ("clinical", "dermoscopic"))
     assert "not re-tuned" not in result.stderr
+
+
+@pytest.mark.slow
+def test_retuning_for_int8_tunes_the_int8_engine(two_modality_model_dir, synthetic_labels_csv, synthetic_parts, tmp_path):
+    """`--engine onnx --precision int8`: the thresholds come from the int8 export's probabilities, the engine a site
+    running int8 gets, and the re-tuned folder runs that export."""
+    pytest.importorskip("onnxruntime")
+    from dermlens.predict.export import export_model
+
+    exported = tmp_path / "exported"
+    export_model(two_modality_model_dir, exported, int8=True, calibration_data=synthetic_labels_csv.parent / "images",
+                 calibration_size=16)
+    out = tmp_path / "retuned"
+    result = CliRunner().invoke(app, [
+        "operating-point", "--data", str(relabelled(synthetic_labels_csv, tmp_path, "clinical")), "--model",
+        str(exported), "--split", "", "--target-sensitivity", "1.0", "--engine", "onnx", "--precision", "int8",
+        "--out", str(out), "--workers", "0"])
+    assert result.exit_code == 0, result.output
+    clinical = read_config(out).operating_points["clinical"]
+    assert "onnx int8" in clinical.chosen_on
+    int8 = Predictor(out, engine="onnx", precision="int8", gate=False)
+    assert int8.engine_name == "onnx int8"
+    malignant = [str(r.path) for part in synthetic_parts.values() for r in part
+                 if r.node in ("melanoma", "basal_cell_carcinoma")]
+    # every malignant photo referred on int8, as it was tuned
+    assert all(a.referral == "refer" for a in int8.analyse(malignant, modality="clinical"))

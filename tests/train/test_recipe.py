@@ -13,7 +13,7 @@ import torch
 
 from dermlens.evaluate import sensitivity_specificity
 from dermlens.models import read_config
-from dermlens.taxonomy import ClassAssignment, TrainingClass, default_taxonomy
+from dermlens.taxonomy import default_taxonomy
 from dermlens.train import loop, recipe
 from dermlens.train.balance import class_balance
 from dermlens.train.checkpoint import TENSORS_FILE
@@ -99,6 +99,27 @@ def test_balance_handles_a_class_without_images_and_rejects_unknown_modes():
 # ---------------------------------------------------------------------------------------------------------------
 # Learning-rate schedule
 # ---------------------------------------------------------------------------------------------------------------
+
+def closed_form(step: int, total: int, warmup: int, base: float) -> float:
+    """The schedule written out: linear warm-up (step + 1) / warmup, then half a cosine to 0 at ``total``."""
+    if step < warmup:
+        return base * (step + 1) / warmup
+    return base * 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+
+
+@pytest.mark.parametrize("total, warmup", [(100, 10), (37, 1), (20, 0), (6, 2)])
+def test_torch_s_schedulers_give_the_schedule_s_values_at_every_step(total, warmup):
+    lrs = [learning_rate(s, total, warmup, 3e-4) for s in range(total + 3)]
+    assert lrs == pytest.approx([closed_form(s, total, warmup, 3e-4) for s in range(total + 3)], rel=1e-9, abs=1e-15)
+
+
+def test_a_resumed_run_asks_for_its_step_directly_and_an_earlier_step_starts_over():
+    from dermlens.train.loop import WarmupCosine
+
+    schedule = WarmupCosine(50, 5, 1e-3)
+    assert schedule(30) == pytest.approx(closed_form(30, 50, 5, 1e-3), rel=1e-9)
+    assert schedule(2) == pytest.approx(closed_form(2, 50, 5, 1e-3), rel=1e-9)
+
 
 def test_learning_rate_warms_up_linearly_then_decays_by_cosine_to_zero():
     total, warmup, base = 100, 10, 1e-3

@@ -1,15 +1,20 @@
-"""The page kit every dermlens report uses: one CSS, JSON-safe numbers, embedded PNGs, tables.
+"""The page kit every dermlens report uses: one CSS, JSON-safe numbers, embedded PNGs, tables, and the Jinja2
+environment that renders report templates with autoescaping (file names, labels and reader names reach pages).
 
-A report is one HTML file with no external assets (figures are base64 PNG) and a ``metrics.json`` beside it."""
+A report is one HTML file with no external assets (figures are base64 PNG) and a ``metrics.json`` beside it. A
+package's templates live in its ``templates/`` folder and extend ``page.html``; ``kit.html`` holds the table macro.
+"""
 from __future__ import annotations
 
 import base64
+import functools
 import html
 import json
 import math
 from pathlib import Path
 
 import numpy as np
+from markupsafe import Markup
 
 
 CSS = """
@@ -38,12 +43,12 @@ def json_safe(value):
     return value
 
 
-def img(png: bytes, alt: str) -> str:
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+def img(png: bytes, alt: str) -> Markup:
+    return Markup(f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">')
 
 
-def file_img(path: Path, alt: str) -> str:
-    return img(path.read_bytes(), alt) if path.is_file() else f"<p class=note>({html.escape(alt)}: file missing)</p>"
+def file_img(path: Path, alt: str) -> Markup:
+    return img(path.read_bytes(), alt) if path.is_file() else Markup(f"<p class=note>({html.escape(alt)}: file missing)</p>")
 
 
 def fmt(x, digits=3) -> str:
@@ -69,12 +74,29 @@ def table(header: list[str], rows: list[list[str]], left: int = 1, text_last: bo
 
 
 
-def write_page(path: Path, title: str, body: str) -> Path:
-    """One self-contained HTML page with the kit's CSS."""
-    page = (f"<!doctype html><html lang=en><head><meta charset=utf-8><meta name=viewport content='width=device-width'>"
-            f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>{body}</body></html>\n")
+@functools.lru_cache(maxsize=None)
+def environment(package: str = "dermlens.report"):
+    """Jinja2 over ``package``'s templates and the kit's, autoescaping everything: a value reaches the page as text
+    unless it is ``Markup`` (the kit's images)."""
+    import jinja2
+
+    loaders = [jinja2.PackageLoader(p, "templates") for p in dict.fromkeys([package, "dermlens.report"])]
+    env = jinja2.Environment(loader=jinja2.ChoiceLoader(loaders), autoescape=True, undefined=jinja2.StrictUndefined,
+                             trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+    env.filters.update(fmt=fmt, mean_sd=mean_sd)
+    return env
+
+
+def render_page(path: Path, template: str, package: str = "dermlens.report", **context) -> Path:
+    """Render ``template`` of ``package`` (extending ``page.html``) into ``path``; the kit's CSS comes along."""
+    page = environment(package).get_template(template).render(css=Markup(CSS), **context)
     path.write_text(page, encoding="utf-8")
     return path
+
+
+def write_page(path: Path, title: str, body: str) -> Path:
+    """One self-contained HTML page with the kit's CSS around ``body``, markup its caller has escaped."""
+    return render_page(path, "page.html", title=title, body=Markup(body))
 
 
 def write_metrics(path: Path, metrics: dict) -> dict:

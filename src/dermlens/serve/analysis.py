@@ -162,7 +162,7 @@ def analyse(
         names={t["node"]: taxonomy[t["node"]].name for t in body["top5"]},  # display names of the top-5 diseases
         three_way=_named(predictor, taxonomy.level_nodes(1), body["probabilities"]),
         nine_way=_named(predictor, taxonomy.level_nodes(2), body["probabilities"]),
-        triage_call=TRIAGE_CALLS[analysis.triage],
+        triage_call=TRIAGE_CALLS.get(analysis.triage, str(analysis.triage)),
         triage_summary=triage_summary(predictor, analysis),
         operating_point={
             "node": op.node, "name": taxonomy[op.node].name, "threshold": op.threshold,

@@ -25,6 +25,7 @@ A trainer reads::
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import sys
@@ -45,11 +46,50 @@ class RunFolderError(ValueError):
 
 # -- schedule and randomness -------------------------------------------------------------------------------------
 
+class WarmupCosine:
+    """The learning rate of each step: a linear warm-up to ``base_lr`` over ``warmup_steps`` steps (the first at
+    ``base_lr / warmup_steps``), then a cosine down to 0 at ``total_steps``, and 0 after. The values are
+    ``torch.optim.lr_scheduler``'s (``LinearLR`` then ``CosineAnnealingLR`` in a ``SequentialLR``), stepped on an
+    optimiser of its own: a trainer still sets every parameter group's rate, times its ``lr_scale``, through
+    :func:`set_learning_rate`, and a resumed run asks for its first step directly (the schedule steps forward to it)."""
+
+    def __init__(self, total_steps: int, warmup_steps: int, base_lr: float):
+        self.total_steps, self.warmup_steps, self.base_lr = total_steps, warmup_steps, base_lr
+        self._restart()
+
+    def _restart(self) -> None:
+        from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, SequentialLR
+
+        self._optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=self.base_lr)
+        cosine = CosineAnnealingLR(self._optimizer, T_max=max(1, self.total_steps - self.warmup_steps), eta_min=0.0)
+        if self.warmup_steps > 0:
+            warmup = LinearLR(self._optimizer, start_factor=1.0 / self.warmup_steps, end_factor=1.0,
+                              total_iters=self.warmup_steps - 1)
+            self._scheduler = SequentialLR(self._optimizer, [warmup, cosine], milestones=[self.warmup_steps])
+        else:
+            self._scheduler = cosine
+        self._optimizer.step()  # no gradient, no change: it tells the schedulers the optimiser runs first
+        self._step = 0
+
+    def __call__(self, step: int) -> float:
+        if step >= self.total_steps:
+            return 0.0
+        if step < self._step:
+            self._restart()
+        while self._step < step:
+            self._scheduler.step()
+            self._step += 1
+        return max(0.0, float(self._optimizer.param_groups[0]["lr"]))
+
+
+@functools.lru_cache(maxsize=8)
+def _schedule(total_steps: int, warmup_steps: int, base_lr: float) -> WarmupCosine:
+    return WarmupCosine(total_steps, warmup_steps, base_lr)
+
+
 def learning_rate(step: int, total_steps: int, warmup_steps: int, base_lr: float) -> float:
-    if step < warmup_steps:
-        return base_lr * (step + 1) / warmup_steps
-    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-    return base_lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    """The warm-up-then-cosine rate of ``step`` (:class:`WarmupCosine`, one kept per schedule)."""
+    return _schedule(total_steps, warmup_steps, base_lr)(step)
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
