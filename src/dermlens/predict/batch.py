@@ -371,6 +371,8 @@ def predict_files(
     summary = BatchSummary(engine=predictor.engine_name, total=len(names), skipped=len(names) - len(todo))
     summary.earlier_failures = [(n, done[n]) for n in dict.fromkeys(names) if done.get(n)]
     summary.earlier_failed = len(summary.earlier_failures)
+    if len(todo) <= batch_size:  # one batch: starting worker processes would cost more than decoding it here
+        num_workers = 0
     loader = DataLoader(
         TolerantImageDataset(todo, predictor.transform), batch_size=batch_size, num_workers=num_workers,
         collate_fn=collate_keeping_failures, prefetch_factor=4 if num_workers > 0 else None,
