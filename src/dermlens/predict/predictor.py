@@ -162,12 +162,12 @@ class Predictor:
 
     def _describe(self, name: str, class_probs: np.ndarray, node_probs: np.ndarray, modality: str = "",
                   modality_source: str = "", verdict: GateVerdict | None = None) -> Prediction:
-        op = self.config.operating_point_for(modality)
-        p_node = dict(zip(self.node_ids, (float(p) for p in node_probs)))
-        order = np.argsort(-class_probs)[:5]
         if verdict is not None and verdict.triage:  # the gate stopped it (retake / cannot_assess): no diagnosis
             return Prediction(image=name, triage=verdict.triage, modality=modality, modality_source=modality_source,
                               quality=verdict.quality, ood_score=verdict.ood_score, advice=verdict.advice)
+        op = self.config.operating_point_for(modality)
+        p_node = dict(zip(self.node_ids, (float(p) for p in node_probs)))
+        order = np.argsort(-class_probs)[:5]
         return Prediction(
             image=name,
             probabilities=p_node,

@@ -35,25 +35,24 @@ def evaluate_model(model_dir: Path, records: list[Record], num_workers: int = 2,
     class_probs = predictor.predict_records(records, num_workers=num_workers, progress=progress)
     node_probs = predictor.node_probabilities(class_probs)
     truth = [r.node for r in records]
-    points = [predictor.config.operating_point_for(r.modality if r.modality in MODALITIES else None) for r in records]
+    points = [_operating_point(predictor.config, r) for r in records]
     metrics = evaluate_node_probabilities(
         node_probs, predictor.node_ids, truth, predictor.taxonomy,
-        threshold=np.array([op.threshold for op in points]), groups=[r.group for r in records], n_boot=n_boot,
+        threshold=np.array([op.threshold for _, op in points]), groups=[r.group for r in records], n_boot=n_boot,
         class_nodes=predictor.config.class_nodes,
     )
-    metrics["operating_points"] = operating_points_applied(predictor.config, records)
+    applied: dict = {}  # {modality or "pooled": {"node", "threshold", "images"}}
+    for name, op in points:
+        applied.setdefault(name, {"node": op.node, "threshold": op.threshold, "images": 0})["images"] += 1
+    metrics["operating_points"] = applied
     return EvaluationResult(metrics, node_probs, truth)
 
 
-def operating_points_applied(config, records: list[Record]) -> dict:
-    """{modality or "pooled": {"node", "threshold", "images"}} for the operating points ``evaluate_model`` applies."""
-    applied: dict = {}
-    for record in records:
-        modality = record.modality if record.modality in config.operating_points else "pooled"
-        op = config.operating_point_for(None if modality == "pooled" else modality)
-        entry = applied.setdefault(modality, {"node": op.node, "threshold": op.threshold, "images": 0})
-        entry["images"] += 1
-    return applied
+def _operating_point(config, record: Record) -> tuple[str, OperatingPoint]:
+    """(its name, the operating point) that ``dermlens predict --modality M`` applies to this record's photo."""
+    if record.modality in MODALITIES and record.modality in config.operating_points:
+        return record.modality, config.operating_point_for(record.modality)
+    return "pooled", config.operating_point
 
 
 def set_operating_point(model_dir: Path, records: list[Record], target_sensitivity: float,
