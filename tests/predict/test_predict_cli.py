@@ -150,3 +150,27 @@ def test_usage_errors(tiny_model_dir, image_cases, tmp_path):
     assert missing_model.exit_code not in (0, 1)  # not a per-file failure: nothing was predicted
     assert "config.json" in missing_model.output
     assert not isinstance(missing_model.exception, FileNotFoundError)  # a message, not a traceback
+
+
+def test_an_archive_file_is_refused_saying_which_archives_work(tmp_path):
+    """The README's "archive" is a folder of photos; a .zip or .tar.gz is refused in one line that says so (it used
+    to be one error row "not an image file")."""
+    import tarfile
+    import zipfile
+
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from dermlens.cli import app
+
+    photo = tmp_path / "p.png"
+    Image.new("RGB", (32, 32)).save(photo)
+    with zipfile.ZipFile(tmp_path / "photos.zip", "w") as z:
+        z.write(photo, "p.png")
+    with tarfile.open(tmp_path / "photos.tar.gz", "w:gz") as t:
+        t.add(photo, "p.png")
+    for archive in ("photos.zip", "photos.tar.gz"):
+        result = CliRunner().invoke(app, ["predict", str(tmp_path / archive), "--no-progress", "--workers", "0"])
+        assert result.exit_code == 2, result.output
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and archive in lines[0] and "folder" in lines[0] and "unpack" in lines[0], lines

@@ -43,8 +43,9 @@ def batch_group(help: str) -> typer.Typer:
 
 
 def refuse_to_replace(out: Path | None, results: Iterable[str], overwrite: bool) -> None:
-    """One line, before anything is loaded or written, when ``out`` already holds earlier results (file names or
-    glob patterns in ``results``) and ``--overwrite`` was not given: no command replaces results unasked."""
+    """One line, before anything is loaded or written, when ``out`` already holds earlier results (glob patterns in
+    ``results``; a name taken from the user goes through ``glob.escape``) and ``--overwrite`` was not given: no
+    command replaces results unasked."""
     if overwrite or out is None or not out.is_dir():
         return
     found = sorted({path.name for pattern in results for path in out.glob(pattern)})

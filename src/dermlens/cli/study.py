@@ -2,6 +2,7 @@
 Argument parsing and printing only; the work is in ``dermlens.study`` and ``dermlens.explain``."""
 from __future__ import annotations
 
+import glob
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -93,7 +94,7 @@ def explain(
     overwrite: OverwriteOption = False,
 ):
     """Saliency overlays for one image: the paper's input-gradient map and Grad-CAM."""
-    refuse_to_replace(out, [f"{image.stem}-explanation.json"], overwrite)
+    refuse_to_replace(out, [f"{glob.escape(image.stem)}-explanation.json"], overwrite)
     from dermlens.explain.cases import explain_image
 
     result = explain_image(image, model, out, target=target)

@@ -29,6 +29,9 @@ from dermlens.predict import run_settings
 from dermlens.predict.predictor import Prediction
 
 LIST_COLUMNS = ("image", "path", "file", "filename", "image_path", "filepath")
+# Compressed archive files: not read (a photo archive is a folder); named so the error can say what to do instead.
+ARCHIVE_SUFFIXES = (".zip", ".tar", ".tgz", ".tar.gz", ".gz", ".tbz2", ".tar.bz2", ".bz2", ".txz", ".tar.xz", ".xz",
+                    ".7z", ".rar")
 
 
 class OutputMismatchError(ValueError):
@@ -37,6 +40,10 @@ class OutputMismatchError(ValueError):
 
 class EmptyInputError(ValueError):
     """The inputs name no image at all: an empty folder, a CSV list without rows."""
+
+
+class ArchiveFileError(ValueError):
+    """An input is a compressed archive file (.zip, .tar.gz...): predict reads folders, not archive files."""
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -65,7 +72,8 @@ def read_image_list(csv_path: Path) -> list[Path]:
 
 
 def collect_inputs(paths: Sequence[str | Path], on_empty: Callable[[str], None] | None = None) -> list[Path]:
-    """Files as given, folders expanded into their images, ``.csv`` files read as lists of images.
+    """Files as given, folders expanded into their images, ``.csv`` files read as lists of images. A compressed
+    archive file (.zip, .tar.gz...) is refused with what to do instead (:class:`ArchiveFileError`).
 
     A folder without images or a CSV list without rows is told to ``on_empty``; when nothing at all is left,
     :class:`EmptyInputError` says so (a header-only result would look like success).
@@ -86,6 +94,11 @@ def collect_inputs(paths: Sequence[str | Path], on_empty: Callable[[str], None] 
             if not found:
                 empty.append(f"{path}: the folder holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
             expanded.extend(found)
+        elif path.name.lower().endswith(ARCHIVE_SUFFIXES) and path.is_file():
+            raise ArchiveFileError(
+                f"{path}: a compressed archive; predict reads image files, folders of them (searched recursively) "
+                f"and CSV lists, not {path.suffix} files: unpack it first (e.g. `unzip x.zip -d x` or "
+                "`tar -xf x.tar.gz -C x`) and give the folder")
         else:
             expanded.append(path)
     files = find_images(expanded)
@@ -360,6 +373,8 @@ def predict_files(
     summary = BatchSummary(engine=predictor.engine_name, total=len(names), skipped=len(names) - len(todo))
     summary.earlier_failures = [(n, done[n]) for n in dict.fromkeys(names) if done.get(n)]
     summary.earlier_failed = len(summary.earlier_failures)
+    if len(todo) <= batch_size:  # one batch: starting worker processes would cost more than decoding it here
+        num_workers = 0
     loader = DataLoader(
         TolerantImageDataset(todo, predictor.transform), batch_size=batch_size, num_workers=num_workers,
         collate_fn=collate_keeping_failures, prefetch_factor=4 if num_workers > 0 else None,
