@@ -15,10 +15,12 @@ import numpy as np
 import torch
 
 from dermlens.data.io import ImageDecodeError, load_image
+from dermlens.data.orientation import build_orientation_exact_transform
 from dermlens.data.transforms import build_eval_transform
 from dermlens.gate import Gate, GateVerdict, not_checked
 from dermlens.models import ModelConfig, load_model
 from dermlens.models.features import pre_logits
+from dermlens.models.inference import tta_views
 from dermlens.models.modality import ModalityRecogniser, check_modality
 from dermlens.taxonomy import Taxonomy, TreeSum, default_taxonomy
 
@@ -99,7 +101,8 @@ class Predictor:
         self.model_dir = Path(model_dir) if model_dir else bundled_model_dir()
         model, self.config = load_model(self.model_dir, self.taxonomy)
         self.model: torch.nn.Module = model.to(memory_format=torch.channels_last)
-        self.transform = build_eval_transform(self.config.preprocessing)
+        # orientation averaging answers alike for a photo and its quarter turn only if the input turns with the photo
+        self.transform = (build_orientation_exact_transform if tta > 1 else build_eval_transform)(self.config.preprocessing)
         self.tta = tta
         self.node_ids: list[str] = list(self.taxonomy)
         self.tree_sum = TreeSum(self.taxonomy, self.config.classes)
@@ -107,10 +110,9 @@ class Predictor:
         self.gate: Gate | None = Gate.load(self.model_dir, self.config) if gate else None
         from dermlens.predict.engines import make_engine
 
+        # an exact engine gives each view's embedding with its probabilities: one pass per view serves the
+        # diagnosis, the modality recogniser and the gate
         self.engine = make_engine(self.model_dir, self.model, self.config, engine, precision, threads)
-        # an exact engine without TTA gives the embedding with the probabilities: one pass serves the diagnosis,
-        # the modality recogniser and the gate
-        self._one_pass = self.engine.exact and tta <= 1
 
     @property
     def engine_name(self) -> str:
@@ -207,16 +209,19 @@ class Predictor:
         ``shorter_sides``: each decoded photo's shorter side in pixels, for the gate's resolution check (skipped
         when not given: the tensor alone no longer knows)."""
         embeddings = None
-        if self._one_pass:
-            probabilities, embeddings = self.engine.probabilities_and_embeddings(batch)
-            class_probs = _normalised(probabilities)
+        views = tta_views(batch, self.tta)
+        if self.engine.exact:  # one pass per view gives its probabilities and its embedding
+            outputs = [self.engine.probabilities_and_embeddings(view.contiguous()) for view in views]
+            class_probs = _normalised(torch.stack([p for p, _ in outputs]).mean(0))
+            embeddings = torch.stack([e for _, e in outputs])  # (views, batch, features)
         else:
             class_probs = self.class_probabilities(batch)
         node_probs = self.node_probabilities(class_probs)
         if embeddings is None and ((self.gate is not None and self.gate.fitted)
                                    or (check_modality(modality) is None and self.modality_recogniser is not None)):
-            embeddings = self.embeddings(batch)  # one extra pass (int8, bf16 or TTA), shared by both
-        modalities, source = self.modalities(batch, modality, embeddings)
+            embeddings = torch.stack([self.embeddings(view) for view in views])  # extra passes (int8, bf16)
+        # every view's embedding counts, so the modality and the gate turn with the photo as the diagnosis does
+        modalities, source = self.modalities(batch, modality, None if embeddings is None else embeddings.mean(0))
         verdicts = self.gate_verdicts(batch, embeddings, shorter_sides)
         return [self._describe(n, c, p, m, source, v)
                 for n, c, p, m, v in zip(names, class_probs, node_probs, modalities, verdicts)]

@@ -23,6 +23,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from dermlens.data.io import ImageDecodeError, load_image, output_stems
 from dermlens.models.features import classifier_layer, pre_logits
+from dermlens.models.inference import ORIENTATION_VIEWS, tta_views
 from dermlens.screen.detect import DetectorConfig, detect_candidates
 from dermlens.screen.lesion_head import BUNDLED_HEAD_DIR, LesionHead
 from dermlens.screen.score import ranks, ugly_duckling_scores
@@ -110,9 +111,10 @@ class CropAnalyser:
         embeddings, probs = [], []
         for start in range(0, len(crops), self.batch_size):
             batch = torch.stack([self.predictor.transform(load_image(c)) for c in crops[start: start + self.batch_size]])
-            features = pre_logits(self.predictor.model, batch)
-            embeddings.append(features.numpy())
-            probs.append(torch.softmax(self.classifier(features), dim=1).double().numpy())
+            # orientation averaging (the predictor's tta): each view's embedding and probabilities, averaged
+            features = torch.stack([pre_logits(self.predictor.model, v) for v in tta_views(batch, self.predictor.tta)])
+            embeddings.append(features.mean(0).numpy())
+            probs.append(torch.softmax(self.classifier(features), dim=-1).mean(0).double().numpy())
         n_classes = len(self.predictor.config.classes)
         if not embeddings:
             return np.zeros((0, self.classifier.in_features), np.float32), np.zeros((0, n_classes))
@@ -127,12 +129,13 @@ class Screener:
     """
 
     def __init__(self, model_dir: str | Path | None = None, lesion_head: str | Path | LesionHead | bool | None = None,
-                 config: ScreenConfig = ScreenConfig(), predictor=None):
+                 config: ScreenConfig = ScreenConfig(), predictor=None, tta: int = ORIENTATION_VIEWS):
         from dermlens.predict import Predictor
 
         self.config = config
         # torch: crops go through predictor.model for the embedding and probabilities together (CropAnalyser)
-        self.predictor = predictor or Predictor(model_dir, engine="torch")
+        # every crop is answered one at a time, like a photo: orientation averaging by default (tta=8)
+        self.predictor = predictor or Predictor(model_dir, engine="torch", tta=tta)
         self.analyser = CropAnalyser(self.predictor, config.batch_size)
         if lesion_head is False:
             self.head = None
