@@ -79,7 +79,7 @@ def test_predict_resume_refuses_other_settings_naming_each_and_touches_nothing(t
     assert run(tiny_model_dir, photos / "p0.png", "--out", out, "--engine", "torch").exit_code == 0
     target = out / "predictions.csv"
     record = json.loads(settings_path(target).read_text())
-    assert record["tta"] == 1 and record["modality"] == "auto" and record["gate"] is True
+    assert record["tta"] == 8 and record["modality"] == "auto" and record["gate"] is True  # one photo: all views
     assert record["engine"] == "torch fp32"
     before = target.read_bytes()
 
@@ -88,7 +88,7 @@ def test_predict_resume_refuses_other_settings_naming_each_and_touches_nothing(t
     assert mixed.exit_code == 2, mixed.output
     message = mixed.stderr.strip()
     assert len(message.splitlines()) == 1
-    for change in ("tta: 1 -> 4", "modality: auto -> clinical", "gate on: True -> False"):
+    for change in ("tta: 8 -> 4", "modality: auto -> clinical", "gate on: True -> False"):
         assert change in message
     assert "engine" not in message  # only what changed is named
     assert target.read_bytes() == before
@@ -97,6 +97,7 @@ def test_predict_resume_refuses_other_settings_naming_each_and_touches_nothing(t
     assert other_engine.exit_code == 2 and "engine: torch fp32 -> onnx fp32" in other_engine.stderr
     assert target.read_bytes() == before
 
+    # without --tta the resumed run keeps the views it recorded
     same = run(tiny_model_dir, photos, "--out", out, "--engine", "torch", "--resume")
     assert same.exit_code == 0, same.output
     assert "1 already done" in same.stderr and target.read_bytes().startswith(before)

@@ -102,7 +102,7 @@ def predict(
     model: ModelOption = None,
     format: Annotated[str, typer.Option("--format", help="csv or json (an array, valid after every batch and after Ctrl-C).")] = "csv",
     out: Annotated[Optional[Path], typer.Option(file_okay=False, help="Write predictions.<format> into this folder instead of stdout.")] = None,
-    tta: Annotated[int, typer.Option(min=1, max=8, help="Test-time augmentation views (1-8): flips and right-angle rotations, averaged.")] = 1,
+    tta: Annotated[Optional[int], typer.Option(min=1, max=8, help="Orientation views averaged (1-8: flips and right-angle turns). Default: 8 for up to 32 photos (the same answer however a photo is turned), 1 for more (a batch run; 8 costs eight times as much). --tta 1 turns it off.")] = None,
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
     engine: Annotated[str, typer.Option(help="auto (ONNX Runtime fp32 when installed, else torch), torch or onnx; the ONNX export is made and cached on first use.")] = "auto",
     precision: Annotated[str, typer.Option(help="fp32, bf16 (torch) or int8 (onnx; needs `dermlens export --int8` first).")] = "fp32",
@@ -135,10 +135,16 @@ def predict(
     if target is not None and not (resume or overwrite) and target.is_file() and target.stat().st_size:
         raise typer.BadParameter(f"{target} already holds results; add --resume to finish it (--retry-failed also "
                                  "retries its errors) or --overwrite to replace it", param_hint="'--out'")
+    from dermlens.models.inference import default_tta
     from dermlens.predict import Predictor
     from dermlens.predict.batch import collect_inputs, predict_files
 
     files = collect_inputs(paths, on_empty=lambda message: typer.echo(f"warning: {message}", err=True))
+    if tta is None:  # a resumed run keeps the views it started with, whatever the number of photos left
+        from dermlens.predict.run_settings import read_settings
+
+        recorded = read_settings(target) if resume else None
+        tta = recorded["tta"] if recorded and "tta" in recorded else default_tta(len(files))
     predictor = Predictor(model, tta=tta, engine=engine, precision=precision, gate=gate)
     summary = predict_files(
         predictor, files, target, format=format, batch_size=batch_size, num_workers=workers, resume=resume,
@@ -151,7 +157,7 @@ def predict(
         earlier = (f" (and {summary.earlier_failed} failed in an earlier run; --retry-failed tries them again)"
                    if summary.earlier_failed else "")
         typer.echo(f"{summary.total} images{skipped}, {summary.failed} failed{earlier}; predictions in {target} "
-                   f"(engine: {summary.engine})", err=True)
+                   f"(engine: {summary.engine}, orientation views: {predictor.tta})", err=True)
     if summary.failed_in_file:  # the exit code describes the whole file, earlier runs' rows too
         raise typer.Exit(1)
 

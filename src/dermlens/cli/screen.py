@@ -21,6 +21,7 @@ def run(
     patients: Annotated[Optional[Path], typer.Option(help="CSV with columns image,patient grouping the photos into patients.")] = None,
     size_weight: Annotated[float, typer.Option(help="Share of relative size in the ugly-duckling score (0-1).")] = 0.0,
     top_crops: Annotated[int, typer.Option(help="Crops written for this many top-ranked lesions per photo.")] = 5,
+    tta: Annotated[int, typer.Option(min=1, max=8, help="Orientation views averaged per lesion crop (1-8); default 8: a lesion's answer does not depend on how the photo was turned. --tta 1 for long batch runs.")] = 8,
     overwrite: OverwriteOption = False,
     quiet: QuietOption = False,
 ):
@@ -32,7 +33,7 @@ def run(
 
     files = find_images(photos)
     groups = patient_ids(files, "photo" if per_photo else "all", patients)
-    screener = Screener(model, lesion_head, ScreenConfig(size_weight=size_weight))
+    screener = Screener(model, lesion_head, ScreenConfig(size_weight=size_weight), tta=tta)
     summary = screen_files(screener, files, out, groups, top_crops=top_crops, progress=not quiet,
                            on_error=lambda name, problem: typer.echo(f"{name}: {problem}", err=True))
     lesions = sum(len(r.lesions) for r in summary.results)

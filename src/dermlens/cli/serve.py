@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from dermlens.cli.common import ModelOption, TtaOption
+from dermlens.cli.common import ModelOption
 
 app = typer.Typer()
 
@@ -19,7 +19,7 @@ def serve(
     max_upload_mb: Annotated[float, typer.Option(help="Largest accepted photo (MB); bigger uploads get 413.")] = 20.0,
     max_concurrency: Annotated[int, typer.Option(min=1, help="Photos analysed at once (threads sharing one model).")] = 1,
     max_queue: Annotated[int, typer.Option(min=0, help="Photos allowed to wait; beyond that 503 with Retry-After.")] = 32,
-    tta: TtaOption = 1,
+    tta: Annotated[int, typer.Option(min=1, max=8, help="Orientation views averaged (1-8: flips and right-angle turns); default 8: the same answer however a photo is turned, ~0.1 s more per photo. --tta 1 turns it off.")] = 8,
     token: Annotated[Optional[str], typer.Option(envvar="DERMLENS_TOKEN", help="Access token every request must carry (header 'Authorization: Bearer TOKEN', or open the page once as /?token=TOKEN); without it: 401.")] = None,
     ssl_keyfile: Annotated[Optional[Path], typer.Option(exists=True, dir_okay=False, help="TLS private key (PEM): serve https.")] = None,
     ssl_certfile: Annotated[Optional[Path], typer.Option(exists=True, dir_okay=False, help="TLS certificate (PEM), with --ssl-keyfile.")] = None,

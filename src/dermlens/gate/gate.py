@@ -97,14 +97,15 @@ class Gate:
     def verdicts(self, pixels: torch.Tensor, embeddings: torch.Tensor | None = None,
                  shorter_sides=None) -> list[GateVerdict]:
         """``pixels``: the model inputs back in [0, 1] (``quality.unnormalise``); ``embeddings``: the classifier's
-        pre-logits for the same batch (needed when the gate is fitted); ``shorter_sides``: of the decoded photos."""
+        pre-logits for the same batch (needed when the gate is fitted), or (views, batch, features) for orientation
+        averaging (each score then averaged over the views); ``shorter_sides``: of the decoded photos."""
         return self.decide(measure(pixels, shorter_sides), embeddings)
 
     def decide(self, measures: list[QualityMeasures], embeddings: torch.Tensor | None = None) -> list[GateVerdict]:
         """The verdicts from quality measures already taken and the embeddings of the same photos."""
         t = self.thresholds
-        p_skin = self.skin_head.probability(embeddings) if self.skin_head is not None and embeddings is not None else [None] * len(measures)
-        distance = self.ood.distance(embeddings) if self.ood is not None and embeddings is not None else [None] * len(measures)
+        p_skin = _per_photo(self.skin_head.probability, embeddings) if self.skin_head is not None and embeddings is not None else [None] * len(measures)
+        distance = _per_photo(self.ood.distance, embeddings) if self.ood is not None and embeddings is not None else [None] * len(measures)
         out = []
         for m, p, d in zip(measures, p_skin, distance):
             p = None if p is None else float(p)
@@ -181,6 +182,13 @@ class Gate:
         info = {k: v for k, v in entry.items() if k not in ("file", "skin_head", "thresholds")}
         return cls(GateThresholds.from_dict(entry["thresholds"]), skin_head,
                    OodModel(t["ood_mean"], t["ood_components"], t["ood_variances"], t["ood_noise"]), info)
+
+
+def _per_photo(score, embeddings) -> np.ndarray:
+    """A score of each photo's embedding; given (views, batch, features), as orientation averaging passes, the mean
+    of its views' scores (a score of the mean embedding would be another statistic than the one fitted)."""
+    embeddings = torch.as_tensor(embeddings)
+    return score(embeddings) if embeddings.dim() == 2 else np.mean([score(view) for view in embeddings], axis=0)
 
 
 __all__ = ["ADVICE", "GATE_FILE", "SKIN_HEAD", "Gate", "GateThresholds", "GateVerdict", "OodModel", "VERDICTS",

@@ -6,19 +6,32 @@ from collections.abc import Iterable
 import torch
 
 
+ORIENTATION_VIEWS = 8  # every flip and right-angle turn: the answer is then the same however the photo is turned
+ONE_AT_A_TIME = 32  # photos: up to this many, `dermlens predict` averages orientations unless told otherwise
+
+
+def default_tta(n_photos: int) -> int:
+    """Views to average when the caller did not say: all eight for a few photos (someone waits for one answer per
+    lesion, and 8 views cost ~0.1 s a photo), one for a batch run (eight times the work; ``--tta 8`` asks for it)."""
+    return ORIENTATION_VIEWS if n_photos <= ONE_AT_A_TIME else 1
+
+
+_VIEWS = (  # identity, flips, right-angle turns and the two diagonal mirrors: the dihedral group of the square
+    lambda b: b,
+    lambda b: b.flip(-1),
+    lambda b: b.flip(-2),
+    lambda b: b.rot90(1, (-2, -1)),
+    lambda b: b.rot90(3, (-2, -1)),
+    lambda b: b.rot90(2, (-2, -1)),
+    lambda b: b.rot90(1, (-2, -1)).flip(-1),
+    lambda b: b.rot90(1, (-2, -1)).flip(-2),
+)
+
+
 def tta_views(batch: torch.Tensor, n_views: int) -> list[torch.Tensor]:
-    """Up to 8 dihedral views (identity, flips, right-angle rotations): lesions have no up or left."""
-    views = [
-        batch,
-        batch.flip(-1),
-        batch.flip(-2),
-        batch.rot90(1, (-2, -1)),
-        batch.rot90(3, (-2, -1)),
-        batch.rot90(2, (-2, -1)),
-        batch.rot90(1, (-2, -1)).flip(-1),
-        batch.rot90(1, (-2, -1)).flip(-2),
-    ]
-    return views[: max(1, min(n_views, len(views)))]
+    """Up to 8 dihedral views (identity, flips, right-angle rotations): lesions have no up or left. Only the views
+    asked for are made (one view is the batch itself, no copy)."""
+    return [view(batch) for view in _VIEWS[: max(1, min(n_views, len(_VIEWS)))]]
 
 
 @torch.inference_mode()

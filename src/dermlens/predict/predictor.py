@@ -15,10 +15,12 @@ import numpy as np
 import torch
 
 from dermlens.data.io import ImageDecodeError, load_image
+from dermlens.data.orientation import build_orientation_exact_transform
 from dermlens.data.transforms import build_eval_transform
 from dermlens.gate import Gate, GateVerdict, not_checked
 from dermlens.models import ModelConfig, load_model
 from dermlens.models.features import pre_logits
+from dermlens.models.inference import tta_views
 from dermlens.models.modality import ModalityRecogniser, check_modality
 from dermlens.predict.analysis import Analysis, Prediction
 from dermlens.taxonomy import Taxonomy, TreeSum, default_taxonomy
@@ -72,7 +74,8 @@ class Predictor:
         self.model_dir = Path(model_dir) if model_dir else bundled_model_dir()
         model, self.config = load_model(self.model_dir, self.taxonomy)
         self.model: torch.nn.Module = model.to(memory_format=torch.channels_last)
-        self.transform = build_eval_transform(self.config.preprocessing)
+        # orientation averaging answers alike for a photo and its quarter turn only if the input turns with the photo
+        self.transform = (build_orientation_exact_transform if tta > 1 else build_eval_transform)(self.config.preprocessing)
         self.tta = tta
         self.node_ids: list[str] = list(self.taxonomy)
         self.tree_sum = TreeSum(self.taxonomy, self.config.classes)
@@ -80,6 +83,8 @@ class Predictor:
         self.gate: Gate | None = Gate.load(self.model_dir, self.config) if gate else None
         from dermlens.predict.engines import make_engine
 
+        # an exact engine gives each view's embedding with its probabilities: one pass per view serves the
+        # diagnosis, the modality recogniser and the gate
         self.engine = make_engine(self.model_dir, self.model, self.config, engine, precision, threads)
 
     @property
@@ -189,18 +194,23 @@ class Predictor:
         if not 1 <= tta <= 8:
             raise ValueError(f"tta must be 1-8 test-time augmentation views; got {tta}")
         embeddings = None
-        if self.engine.exact and tta <= 1:  # one pass gives the embedding with the probabilities
-            probabilities, embeddings = self.engine.probabilities_and_embeddings(batch)
-            class_probs = _normalised(probabilities)
+        views = tta_views(batch, tta)
+        if self.engine.exact:  # one pass per view gives its probabilities and its embedding
+            outputs = [self.engine.probabilities_and_embeddings(view.contiguous()) for view in views]
+            class_probs = _normalised(torch.stack([p for p, _ in outputs]).mean(0))
+            embeddings = torch.stack([e for _, e in outputs])  # (views, batch, features)
         else:
             class_probs = _normalised(self.engine.class_probabilities(batch, tta))
         node_probs = self.node_probabilities(class_probs)
         if embeddings is None and (with_embedding or (self.gate is not None and self.gate.fitted)
                                    or (check_modality(modality) is None and self.modality_recogniser is not None)):
-            embeddings = self.embeddings(batch)  # one extra pass (int8, bf16 or TTA), shared by every reader
-        modalities, source = self.modalities(batch, modality, embeddings)
+            embeddings = torch.stack([self.embeddings(view) for view in views])  # extra passes (int8, bf16)
+        # every view's embedding counts, so the modality and the gate turn with the photo as the diagnosis does;
+        # the analysis carries the views' mean (the lesion head and the screen's ranking read one vector a photo)
+        mean_embedding = None if embeddings is None else embeddings.mean(0)
+        modalities, source = self.modalities(batch, modality, mean_embedding)
         verdicts = self.gate_verdicts(batch, embeddings, shorter_sides)
-        rows = embeddings.numpy() if embeddings is not None else [None] * len(class_probs)
+        rows = mean_embedding.numpy() if mean_embedding is not None else [None] * len(class_probs)
         return [self._analysis(n, c, p, m, source, v, e)
                 for n, c, p, m, v, e in zip(names, class_probs, node_probs, modalities, verdicts, rows)]
 

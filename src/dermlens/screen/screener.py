@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from dermlens.data.io import ImageDecodeError, load_image, output_stems
+from dermlens.models.inference import ORIENTATION_VIEWS
 from dermlens.screen.detect import DetectorConfig, detect_candidates
 from dermlens.screen.lesion_head import BUNDLED_HEAD_DIR, LesionHead
 from dermlens.screen.score import ranks, ugly_duckling_scores
@@ -104,11 +105,12 @@ class Screener:
     """
 
     def __init__(self, model_dir: str | Path | None = None, lesion_head: str | Path | LesionHead | bool | None = None,
-                 config: ScreenConfig = ScreenConfig(), predictor=None):
+                 config: ScreenConfig = ScreenConfig(), predictor=None, tta: int = ORIENTATION_VIEWS):
         from dermlens.predict import Predictor
 
         self.config = config
-        self.predictor = predictor or Predictor(model_dir)
+        # every crop is answered one at a time, like a photo: orientation averaging by default (tta=8)
+        self.predictor = predictor or Predictor(model_dir, tta=tta)
         if lesion_head is False:
             self.head = None
         elif isinstance(lesion_head, LesionHead):

@@ -19,6 +19,7 @@ from pydantic import BaseModel
 
 from dermlens.data.io import ImageDecodeError
 from dermlens.explain.saliency import METHODS
+from dermlens.models.inference import ORIENTATION_VIEWS
 from dermlens.models.modality import MODALITIES
 from dermlens.predict import Predictor
 from dermlens.serve.analysis import (
@@ -128,7 +129,7 @@ def create_app(
     max_concurrency: int = 1,
     max_queue: int = 32,
     max_pixels: int = SERVING_MAX_PIXELS,
-    tta: int = 1,
+    tta: int = ORIENTATION_VIEWS,
     warm_up: bool = True,
     token: str | None = None,
     upload_timeout: float = 30.0,
@@ -142,6 +143,8 @@ def create_app(
         max_concurrency: inference jobs running at once (threads of one process sharing one model).
         max_queue: jobs allowed to wait; beyond that requests get 503 with Retry-After.
         max_pixels: largest accepted image, checked from the file header before decoding (decompression bombs).
+        tta: orientation views averaged (default all 8: a clinician gets the same answer however the photo is
+            turned, for ~0.1 s more per photo; 1 turns it off).
         warm_up: run one blank photo through inference and saliency at startup.
         token: an access token every request must carry (see :mod:`dermlens.serve.guard`); None: open to all.
         upload_timeout: seconds an upload may stall (nothing received) before it gets 408 and is closed.
