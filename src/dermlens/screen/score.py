@@ -53,3 +53,42 @@ def ranks(scores: np.ndarray) -> np.ndarray:
     out = np.empty(len(order), dtype=int)
     out[order] = np.arange(1, len(order) + 1)
     return out
+
+
+def knn_distance(features: np.ndarray, k: int = 3, metric: str = "cosine") -> np.ndarray:
+    """(n,) mean distance of each row to its ``k`` nearest *other* rows: a mole is compared with the moles most like
+    it, so one cluster of look-alikes does not hide an outlier of another cluster, and a patient with two kinds of
+    moles has no ugly duckling by that alone. ``metric``: "cosine" (rows scaled to unit length) or "euclidean".
+    0 for a single lesion."""
+    x = np.asarray(features, dtype=np.float64)
+    if x.ndim != 2:
+        raise ValueError(f"features must be (n_lesions, n_features), got shape {x.shape}")
+    n = len(x)
+    if n < 2:
+        return np.zeros(n)
+    if metric == "cosine":
+        x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+        d = np.clip(1.0 - x @ x.T, 0.0, 2.0)
+    elif metric == "euclidean":
+        sq = (x * x).sum(1)
+        d = np.sqrt(np.maximum(sq[:, None] + sq[None, :] - 2 * x @ x.T, 0.0))
+    else:
+        raise ValueError(f"metric must be 'cosine' or 'euclidean', got {metric!r}")
+    np.fill_diagonal(d, np.inf)
+    k = max(1, min(k, n - 1))
+    return np.sort(d, axis=1)[:, :k].mean(1)
+
+
+def mixed_scores(components: dict[str, np.ndarray], weights: dict[str, float]) -> np.ndarray:
+    """(n,) weighted sum of per-patient min-max scaled components (e.g. embedding distance, descriptor distance,
+    P(malignant)); weights need not sum to 1, components without a weight are ignored."""
+    total = None
+    for name, w in weights.items():
+        if w == 0:
+            continue
+        part = w * _min_max(np.asarray(components[name], dtype=np.float64))
+        total = part if total is None else total + part
+    if total is None:
+        n = len(next(iter(components.values()))) if components else 0
+        return np.zeros(n)
+    return total
