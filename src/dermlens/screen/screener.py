@@ -343,4 +343,7 @@ def screen_files(screener: Screener, files: Sequence[Path], out_dir: str | Path,
         results = screener.screen([str(f) for f in files], patients=patients, progress=step)
     for result, stem in zip(results, stems):
         write_outputs(result, out, top_crops, screener.config.crop_context, stem=stem)
+    from dermlens.screen.visit import write_visit_report
+
+    write_visit_report(results, stems, out, screener.config.crop_context)  # visit-<patient>.html
     return ScreenSummary(results, out)
