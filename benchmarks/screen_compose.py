@@ -86,7 +86,7 @@ def compose_benchmark(data: Path, out: Path, split: str, per_cell: int, seed: in
     from tqdm.auto import tqdm
 
     out.mkdir(parents=True, exist_ok=True)
-    manifest = {"split": split, "seed": seed, "data": str(data), "ways": list(sources_mod.WAYS), "patients": []}
+    manifest = {"split": split, "seed": seed, "data": str(data), "min_solidity": sources_mod.MIN_SOLIDITY, "ways": list(sources_mod.WAYS), "patients": []}
     n = 0
     for source in sources_mod.SOURCES:
         lesions = sources_mod.source_lesions(data, source, split, seed=seed)
@@ -128,11 +128,14 @@ def main(argv=None) -> int:
     parser.add_argument("--split", choices=("test", "train"), default="test")
     parser.add_argument("--per-cell", type=int, default=15, help="patients per source x way")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--min-solidity", type=float, default=0.0,
+                        help="estimated masks less solid than this are skipped (0.7 drops faint scribbles)")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     if (args.out / MANIFEST).exists():
         print(f"{args.out}: already holds a benchmark; choose another --out", file=sys.stderr)
         return 2
+    sources_mod.MIN_SOLIDITY = args.min_solidity
     try:
         path = compose_benchmark(args.data, args.out, args.split, args.per_cell, args.seed, not args.quiet)
     except (FileNotFoundError, ValueError) as error:

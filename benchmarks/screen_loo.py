@@ -85,17 +85,18 @@ class CropCache:
         np.savez(self.path, keys=np.array(keys), **{k: np.array(v) for k, v in self.rows.items()})
 
 
-def collect(records, screener: Screener, detector: DetectorConfig, cache_dir: Path, progress=True) -> dict:
+def collect(records, screener: Screener | None, detector: DetectorConfig, cache_dir: Path, progress=True,
+            detector_only: bool = False) -> dict:
     """Flat arrays over every candidate of every photo: patient, box, contrast, diameter, truth index, embedding,
     class probabilities, P(malignant), descriptors."""
     cache_dir.mkdir(parents=True, exist_ok=True)
     det_path = cache_dir / f"candidates-{config_key(detector)}.json"
     detections = json.loads(det_path.read_text()) if det_path.is_file() else {}
     crops = CropCache(cache_dir / "crops.npz")
-    context = screener.config.crop_context
+    context = screener.config.crop_context if screener else 0.0
     out = {k: [] for k in ("patient", "box", "contrast", "diameter", "truth")}
     feats = {k: [] for k in ("embedding", "probs", "descriptors")}
-    seconds = 0.0
+    seconds, detected = 0.0, 0
     for k, record in enumerate(tqdm(records, desc="candidates", unit="photo", disable=not progress)):
         name = Path(record["image"]).name
         rgb = None
@@ -104,32 +105,35 @@ def collect(records, screener: Screener, detector: DetectorConfig, cache_dir: Pa
             start = time.perf_counter()
             found = detect_candidates(rgb, detector)
             seconds += time.perf_counter() - start
+            detected += 1
             detections[name] = [[c.box, c.contrast, c.diameter] for c in found]
         cands = detections[name]
         boxes = [c[0] for c in cands]
-        todo = crops.missing(name, boxes)
+        todo = [] if detector_only else crops.missing(name, boxes)
         if todo:
             rgb = np.asarray(load_image(record["image"])) if rgb is None else rgb
             pieces = [square_crop(rgb, b, context) for b in todo]
             emb, probs = screener.analyser.analyse(pieces)
             crops.add(name, todo, emb, probs, describe_all(pieces))
         truth = match([t["box"] for t in record["lesions"]], boxes)
-        got = crops.get(name, boxes) if boxes else None
+        got = crops.get(name, boxes) if boxes and not detector_only else None
         for i, (box, contrast, diameter) in enumerate(cands):
             out["patient"].append(k)
             out["box"].append(box)
             out["contrast"].append(contrast)
             out["diameter"].append(diameter)
             out["truth"].append(int(truth[i]))
-            for key in feats:
+            for key in feats if got is not None else ():
                 feats[key].append(got[key][i])
     det_path.write_text(json.dumps(detections))
     crops.save()
     table = {k: np.array(v) for k, v in out.items()}
+    table["detect_seconds"] = seconds / max(1, detected)
+    if detector_only:
+        return table
     table.update({k: np.array(v, dtype=np.float32) for k, v in feats.items()})
     table["p_malignant"] = np.asarray(screener.predictor.tree_sum.node(table["probs"].astype(np.float64),
                                                                         screener.operating_point.node), float)
-    table["detect_seconds"] = seconds / max(1, sum(1 for r in records if Path(r["image"]).name not in detections))
     return table
 
 
@@ -167,13 +171,42 @@ def summarise(rows: list[dict], n_boot: int) -> dict:
     return out
 
 
+def fit_shipped(records, table, args, manifest, detector: DetectorConfig) -> None:
+    """The shipped recipe (embedding head OR descriptor head, learnt ugly-duckling ranker) fitted on every patient
+    of a train-split benchmark except the external set's, saved to ``--fit-out``."""
+    from dermlens.screen.lesion_head import model_digest
+    from dermlens.screen.train_head import fit_screening_heads
+    from dermlens.predict import Predictor
+
+    if manifest.get("split") == "test":
+        raise SystemExit(f"{args.benchmark}: a test-split benchmark; fit the shipped heads on a train-split one")
+    rows = np.flatnonzero([records[k]["source"] not in FIT_EXCLUDED for k in table["patient"]])
+    truth = table["truth"][rows]
+    examples = {k: table[k][rows] for k in ("embedding", "descriptors", "contrast", "diameter", "p_malignant")}
+    examples.update(is_lesion=truth >= 0, photo=table["patient"][rows], planted=np.array(
+        [t >= 0 and records[k]["lesions"][t]["planted"] for k, t in zip(table["patient"][rows], truth)]))
+    out = fit_screening_heads(examples, args.fit_out, args.target_recall, {
+        "model_digest": model_digest(Predictor(engine="torch").model_dir),
+        "features": "pre-logit embedding (models.features.pre_logits) of a square crop, 1.6x the candidate box",
+        "trained_on": f"detector candidates of {args.benchmark} (split {manifest.get('split')}, "
+                      f"{len(set(table['patient'][rows].tolist()))} photos; every way of composing: "
+                      f"{', '.join(manifest.get('ways', []))}): a candidate holding a composed lesion's centre is a "
+                      "lesion, any other is not",
+        "detector": detector.to_dict(),
+    })
+    print(f"shipped heads fitted: {out}")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--benchmark", type=Path, required=True)
     parser.add_argument("--out", type=Path, default=None, help="folder for figures.json and per_patient.json")
     parser.add_argument("--detector", action="append", default=[], help="detector setting key=value (repeatable)")
     parser.add_argument("--recipes", default="bundled,emb,emb+desc", help="head recipes to score (screen_loo_fit)")
+    parser.add_argument("--detector-only", action="store_true", help="score the detector alone (no crops embedded)")
     parser.add_argument("--target-recall", type=float, default=0.98)
+    parser.add_argument("--fit-out", type=Path, default=None,
+                        help="also fit the shipped recipe on all non-PH2 patients (train split only) into this folder")
     parser.add_argument("--boot", type=int, default=500)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
@@ -182,18 +215,24 @@ def main(argv=None) -> int:
     overrides = {}
     for item in args.detector:
         key, _, value = item.partition("=")
-        overrides[key] = tuple(float(v) for v in value.split(",")) if key == "scales" else float(value)
+        overrides[key] = (tuple(float(v) for v in value.split(",")) if key == "scales"
+                          else int(value) if key == "median_step" else float(value))
     detector = DetectorConfig(**overrides)
     records = load_benchmark(args.benchmark)
     manifest = read_manifest(args.benchmark)
-    screener = Screener(lesion_head=False, config=ScreenConfig(detector=detector))
-    table = collect(records, screener, detector, args.benchmark / "cache")
+    screener = None if args.detector_only else Screener(lesion_head=False, config=ScreenConfig(detector=detector))
+    table = collect(records, screener, detector, args.benchmark / "cache", detector_only=args.detector_only)
     cells = sorted({(r["source"], r["way"]) for r in records})
-    recipes = args.recipes.split(",")
+    recipes = [] if args.detector_only else args.recipes.split(",")
     rows = []
-    for source, way in tqdm(cells, desc="held-out cells"):
+    for source, way in tqdm(cells, desc="held-out cells", disable=args.detector_only):
         fit, test = loo_split(records, source, way)
-        rows += fitting.score_cell(records, table, fit, test, recipes, args.target_recall)
+        if args.detector_only:
+            rows += fitting.detector_rows(records, table, test)
+        else:
+            rows += fitting.score_cell(records, table, fit, test, recipes, args.target_recall)
+    if args.fit_out:
+        fit_shipped(records, table, args, manifest, detector)
     figures = {"benchmark": str(args.benchmark), "split": manifest.get("split"), "detector": detector.to_dict(),
                "recipes": recipes, "target_recall": args.target_recall,
                "detector_seconds_per_photo": table["detect_seconds"], "cpu": fitting.cpu_name()}
@@ -209,7 +248,7 @@ def main(argv=None) -> int:
     for name, f in figures["groups"].items():
         print(f"{name}: {f['patients']} patients, {f['lesions']} lesions, {f['planted']} planted")
         for stage in ["detector"] + recipes:
-            if stage in f:
+            if stage in f and "recall" in f[stage]:
                 s = f[stage]
                 print(f"  {stage:<10} recall {fmt(s['recall'])}  precision {fmt(s['precision'])}  ({s['boxes_per_photo']:.1f}/photo)")
         for m, by_k in f["ugly_duckling"].items():

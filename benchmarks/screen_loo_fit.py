@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 from screen import hit_probability  # beside this script
 
+from dermlens.screen.describe import head_features as descriptor_head_features
 from dermlens.screen.score import cosine_distance_to_others, knn_distance, mixed_scores
+from dermlens.screen.ugly_duckling import DucklingRanker
 
 UD_COMPONENTS = ("knn_embedding", "knn_descriptors", "p_malignant")
 WEIGHT_GRID = (0.0, 0.25, 0.5, 1.0)
@@ -30,8 +32,20 @@ def head_features(table: dict, index: np.ndarray, recipe: str) -> np.ndarray:
     emb = table["embedding"][index]
     if recipe == "emb":
         return emb
+    if recipe == "desc-lr":  # the shipped descriptor head's features
+        return descriptor_head_features(table["descriptors"][index], table["contrast"][index], table["diameter"][index])
     extra = np.column_stack([table["descriptors"][index], table["contrast"][index], np.log(table["diameter"][index])])
     return np.hstack([emb, extra]) if recipe == "emb+desc" else extra
+
+
+def fit_recipe(table, fi, y, recipe: str, target_recall: float):
+    """``either[-gbm]``: the embedding head OR a descriptor head (logistic, or gradient boosting) keeps a candidate;
+    anything else: one head on ``head_features``."""
+    if recipe.startswith("either"):
+        desc = "desc" if recipe == "either-gbm" else "desc-lr"
+        parts = [fit_head(head_features(table, fi, r), y[fi], table["patient"][fi], r, target_recall) for r in ("emb", desc)]
+        return ("either", parts, desc)
+    return fit_head(head_features(table, fi, recipe), y[fi], table["patient"][fi], recipe, target_recall)
 
 
 def fit_head(x: np.ndarray, y: np.ndarray, groups: np.ndarray, recipe: str, target_recall: float, seed: int = 0):
@@ -55,7 +69,7 @@ def fit_head(x: np.ndarray, y: np.ndarray, groups: np.ndarray, recipe: str, targ
     return scorer, threshold
 
 
-def _ud_components(table, index, emb_stats, desc_stats) -> dict[str, np.ndarray]:
+def _ud_components(table, index, emb_stats, desc_stats, ranker=None) -> dict[str, np.ndarray]:
     emb = (table["embedding"][index] - emb_stats[0]) / emb_stats[1]
     desc = np.column_stack([table["descriptors"][index], np.log(table["diameter"][index])])
     desc = (desc - desc_stats[0]) / desc_stats[1]
@@ -65,6 +79,11 @@ def _ud_components(table, index, emb_stats, desc_stats) -> dict[str, np.ndarray]
         "knn_descriptors": knn_distance(desc, 3, "euclidean"),
         "p_malignant": table["p_malignant"][index],
         "size": table["diameter"][index],
+        **({} if ranker is None else {
+            "whitened_knn": knn_distance(ranker.space.transform(table["embedding"][index]), 3, "euclidean"),
+            "learned": ranker.scores(table["embedding"][index], table["descriptors"][index],
+                                     table["p_malignant"][index], table["diameter"][index]),
+        }),
     }
 
 
@@ -120,7 +139,7 @@ def fit_cell(records, table, fit, recipes, target_recall) -> dict:
     heads = {}
     for recipe in recipes:
         if recipe != "bundled":
-            heads[recipe] = fit_head(head_features(table, fi, recipe), y[fi], table["patient"][fi], recipe, target_recall)
+            heads[recipe] = fit_recipe(table, fi, y, recipe, target_recall)
     lesions_fit = fi[y[fi]]
     emb_stats = (table["embedding"][lesions_fit].mean(0), table["embedding"][lesions_fit].std(0) + 1e-6)
     desc_fit = np.column_stack([table["descriptors"][lesions_fit], np.log(table["diameter"][lesions_fit])])
@@ -129,7 +148,23 @@ def fit_cell(records, table, fit, recipes, target_recall) -> dict:
     ud_recipe = recipes[-1]
     kept[fi] = _keep(table, fi, ud_recipe, heads.get(ud_recipe))
     weights = choose_weights(_planted_hits(records, table, fit, kept, stats))
-    return {"heads": heads, "stats": stats, "weights": weights, "ud_recipe": ud_recipe}
+    ranker = DucklingRanker.fit(_ranker_patients(records, table, fit, kept))
+    return {"heads": heads, "stats": (*stats, ranker), "weights": weights, "ud_recipe": ud_recipe}
+
+
+def _ranker_patients(records, table, patients, kept) -> list[dict]:
+    """The lesions kept in each photo, as the ugly-duckling ranker learns from them (a false positive counts as an
+    ordinary mole: the ranker meets those too)."""
+    out = []
+    for k in patients:
+        idx = np.flatnonzero((table["patient"] == k) & kept)
+        if len(idx) < 2:
+            continue
+        truth = records[k]["lesions"]
+        planted = np.array([t >= 0 and truth[t]["planted"] for t in table["truth"][idx]])
+        out.append({"embedding": table["embedding"][idx], "descriptors": table["descriptors"][idx],
+                    "p_malignant": table["p_malignant"][idx], "diameter": table["diameter"][idx], "planted": planted})
+    return out
 
 
 def _keep(table, rows: np.ndarray, recipe: str, head) -> np.ndarray:
@@ -140,8 +175,27 @@ def _keep(table, rows: np.ndarray, recipe: str, head) -> np.ndarray:
 
         bundled = LesionHead.load(BUNDLED_HEAD_DIR)
         return bundled.probability(table["embedding"][rows]) >= bundled.threshold
+    if head[0] == "either":
+        (emb_scorer, emb_t), (desc_scorer, desc_t) = head[1]
+        return ((emb_scorer(head_features(table, rows, "emb")) >= emb_t)
+                | (desc_scorer(head_features(table, rows, head[2])) >= desc_t))
     scorer, threshold = head
     return scorer(head_features(table, rows, recipe)) >= threshold
+
+
+def detector_rows(records, table, test) -> list[dict]:
+    """Per test patient: which true lesions the detector's candidates find, and which candidates are right."""
+    rows = []
+    for k in test:
+        record, mine = records[k], table["patient"] == k
+        truth_idx = table["truth"][mine]
+        n = len(record["lesions"])
+        rows.append({"patient": record["patient"], "source": record["source"], "way": record["way"],
+                     "skin_tone": record["skin_tone"], "found": [t in truth_idx for t in range(n)],
+                     "found_by": {"detector": [bool(t in truth_idx) for t in range(n)]},
+                     "right_by": {"detector": [bool(t >= 0) for t in truth_idx]}, "planted": [],
+                     "missed_detector": [t for t in range(n) if t not in truth_idx]})
+    return rows
 
 
 def score_cell(records, table, fit, test, recipes, target_recall) -> list[dict]:
@@ -174,7 +228,7 @@ def score_cell(records, table, fit, test, recipes, target_recall) -> list[dict]:
             if scores:
                 scores["mixed"] = mixed_scores(e["comps"], weights)
             hits = {"random": {kk: _hit(e, None, kk) for kk in (1, 3)}}
-            for m in ("current", "knn_embedding", "knn_descriptors", "p_malignant", "size", "mixed"):
+            for m in ("current", "knn_embedding", "knn_descriptors", "whitened_knn", "learned", "p_malignant", "size", "mixed"):
                 hits[m] = {kk: _hit(e, scores.get(m), kk) if scores else 0.0 for kk in (1, 3)}
             row["planted"].append(hits)
         rows.append(row)

@@ -46,9 +46,10 @@ class SourceLesion:
     source: str
 
 
-def estimate_mask(rgb: np.ndarray) -> np.ndarray:
+def estimate_mask(rgb: np.ndarray, min_solidity: float = 0.0) -> np.ndarray:
     """(h, w) uint8 0/255 lesion mask of a close-up: Otsu on blurred log luminance (dark side), the connected
-    component nearest the centre, holes filled."""
+    component nearest the centre, holes filled; empty when that is not a spot (touches the border, elongated, or
+    less solid than ``min_solidity``: a faint lesion broken into scribbles)."""
     grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
     log = np.log(grey + 4.0)
     log = cv2.GaussianBlur(log, (0, 0), max(1.0, 0.01 * max(grey.shape)))
@@ -69,14 +70,19 @@ def estimate_mask(rgb: np.ndarray) -> np.ndarray:
     cv2.drawContours(mask, contours, -1, 255, -1)
     x, y, bw, bh = cv2.boundingRect(contours[0])
     touches = x == 0 or y == 0 or x + bw == w or y + bh == h
-    if touches or max(bw, bh) > 2.5 * min(bw, bh):  # a gap between legs, a shadowed fold: not a spot
+    solidity = cv2.contourArea(contours[0]) / max(cv2.contourArea(cv2.convexHull(contours[0])), 1.0)
+    # a gap between legs, a shadowed fold, a faint lesion broken into scribbles: not a spot to compose with
+    if touches or max(bw, bh) > 2.5 * min(bw, bh) or solidity < min_solidity:
         return np.zeros(grey.shape, np.uint8)
     return mask
 
 
+MIN_SOLIDITY = 0.0  # set by screen_compose.py --min-solidity
+
+
 def read_mask(lesion: SourceLesion, rgb: np.ndarray) -> np.ndarray:
     if lesion.mask is None:
-        return estimate_mask(rgb)
+        return estimate_mask(rgb, MIN_SOLIDITY)
     mask = cv2.imread(str(lesion.mask), cv2.IMREAD_GRAYSCALE)
     if mask is None:
         raise ValueError(f"{lesion.mask}: unreadable mask")

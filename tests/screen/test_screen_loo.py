@@ -121,3 +121,10 @@ def test_fitting_never_reads_a_held_out_patient():
     fit_rows = ~held_rows
     kept = scorer(table["embedding"][fit_rows]) >= threshold
     assert kept[table["truth"][fit_rows] >= 0].mean() >= 0.75 and not kept[table["truth"][fit_rows] < 0].all()
+
+
+def test_an_estimated_mask_broken_into_a_scribble_is_refused_when_asked():
+    rgb = np.full((150, 200, 3), 215, np.uint8)
+    cv2.ellipse(rgb, (100, 75), (40, 30), 0, 30, 330, (90, 60, 50), 7)  # an open arc: a faint lesion's fragment
+    assert screen_sources.estimate_mask(rgb).any()
+    assert not screen_sources.estimate_mask(rgb, min_solidity=0.7).any()

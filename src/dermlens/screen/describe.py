@@ -91,3 +91,11 @@ def describe(crop: np.ndarray) -> np.ndarray:
 def describe_all(crops) -> np.ndarray:
     """(n, len(NAMES)) for a list of crops."""
     return np.stack([describe(c) for c in crops]) if len(crops) else np.zeros((0, len(NAMES)), np.float32)
+
+
+def head_features(descriptors: np.ndarray, contrast: np.ndarray, diameter: np.ndarray) -> np.ndarray:
+    """What the descriptor lesion head reads: descriptors, log contrast and log size, and their squares (a logistic
+    head with some curvature)."""
+    base = np.column_stack([np.asarray(descriptors, np.float64), np.log(np.maximum(contrast, 1e-3)),
+                            np.log(np.maximum(diameter, 1e-3))])
+    return np.hstack([base, base ** 2])

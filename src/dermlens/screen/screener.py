@@ -23,9 +23,13 @@ from PIL import Image, ImageDraw, ImageFont
 
 from dermlens.data.io import ImageDecodeError, load_image, output_stems
 from dermlens.models.features import classifier_layer, pre_logits
+from dermlens.screen.describe import describe_all
 from dermlens.screen.detect import DetectorConfig, detect_candidates
+from dermlens.screen.lesion_filter import keep_lesions, load_descriptor_head
 from dermlens.screen.lesion_head import BUNDLED_HEAD_DIR, LesionHead
 from dermlens.screen.score import ranks, ugly_duckling_scores
+from dermlens.screen.ugly_duckling import CONFIG as RANKER_CONFIG
+from dermlens.screen.ugly_duckling import DucklingRanker
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,7 @@ class Lesion:
     diameter: float
     contrast: float
     embedding: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0))
+    descriptors: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0))  # describe.NAMES
     ugly_duckling_score: float = 0.0
     rank: int = 0
     ood_score: float | None = None  # the photo gate's distance from the training photos / its threshold (info only)
@@ -134,6 +139,7 @@ class Screener:
         # torch: crops go through predictor.model for the embedding and probabilities together (CropAnalyser)
         self.predictor = predictor or Predictor(model_dir, engine="torch")
         self.analyser = CropAnalyser(self.predictor, config.batch_size)
+        self.descriptor_head, self.ranker = None, None  # optional parts of a head folder (lesion_filter, ugly_duckling)
         if lesion_head is False:
             self.head = None
         elif isinstance(lesion_head, LesionHead):
@@ -142,6 +148,8 @@ class Screener:
             head_dir = Path(lesion_head) if lesion_head not in (None, True) else BUNDLED_HEAD_DIR
             self.head = LesionHead.load(head_dir)
             self.head.check_model(self.predictor.model_dir, head_dir)
+            self.descriptor_head = load_descriptor_head(head_dir)
+            self.ranker = DucklingRanker.load(head_dir) if (head_dir / RANKER_CONFIG).is_file() else None
         # Wide-field photos are clinical photos.
         self.operating_point = self.predictor.config.operating_point_for("clinical")
 
@@ -163,21 +171,23 @@ class Screener:
             return result
         crops = [square_crop(rgb, c.box, self.config.crop_context) for c in candidates]
         embeddings, class_probs = self.analyser.analyse(crops)
+        descriptors = describe_all(crops)
         p_malignant = self.predictor.tree_sum.node(class_probs, self.operating_point.node)
-        p_lesion = self.head.probability(embeddings) if self.head else np.ones(len(candidates))
+        keep, p_lesion = keep_lesions(self.head, self.descriptor_head, embeddings, descriptors,
+                                      np.array([c.contrast for c in candidates]), np.array([c.diameter for c in candidates]))
         gate = self.predictor.gate
         ood = (gate.ood.distance(torch.from_numpy(embeddings)) / gate.thresholds.max_ood_distance
                if gate is not None and gate.fitted else [None] * len(candidates))
-        keep_threshold = self.head.threshold if self.head else 0.0
         classes = [c.node for c in self.predictor.config.classes]
-        for c, emb, cp, p_mal, pl, od in zip(candidates, embeddings, class_probs, p_malignant, p_lesion, ood):
-            if pl < keep_threshold:
+        for c, emb, desc, cp, p_mal, pl, od, kept in zip(candidates, embeddings, descriptors, class_probs, p_malignant,
+                                                         p_lesion, ood, keep):
+            if not kept:
                 continue
             p_mal = float(p_mal)
             result.lesions.append(Lesion(
                 box=c.box, p_lesion=float(pl), p_malignant=p_mal, suspicious=self.operating_point.refers(p_mal),
                 top_class=classes[int(np.argmax(cp))], probabilities=dict(zip(classes, map(float, cp))),
-                diameter=c.diameter, contrast=c.contrast, embedding=emb,
+                diameter=c.diameter, contrast=c.contrast, embedding=emb, descriptors=desc,
                 ood_score=None if od is None else float(od),
             ))
         return result
@@ -203,6 +213,12 @@ class Screener:
             if not lesions:
                 continue
             embeddings = np.stack([l.embedding for l in lesions]).astype(np.float64)
+            if self.ranker is not None:  # the learnt score (ugly_duckling.py)
+                scores = self.ranker.scores(embeddings, np.stack([l.descriptors for l in lesions]),
+                                            np.array([l.p_malignant for l in lesions]), np.array([l.diameter for l in lesions]))
+                for lesion, s, k in zip(lesions, scores, ranks(scores)):
+                    lesion.ugly_duckling_score, lesion.rank = float(s), int(k)
+                continue
             if self.head is not None:
                 # standardised with the head's feature statistics (over thousands of skin crops): every feature
                 # then counts by how unusual its value is, not by its raw scale; on train-split benchmark patients
