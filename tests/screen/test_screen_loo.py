@@ -115,7 +115,8 @@ def test_fitting_never_reads_a_held_out_patient():
     for key in ("embedding", "descriptors", "contrast", "diameter", "p_malignant"):
         table[key][held_rows] = np.nan
     fitted = screen_loo_fit.fit_cell(records, table, fit=list(range(8)), recipes=["emb", "emb+desc"], target_recall=0.9)
-    assert all(np.isfinite(s).all() for pair in fitted["stats"] for s in pair)
+    emb_stats, desc_stats, ranker = fitted["stats"]
+    assert all(np.isfinite(s).all() for s in (*emb_stats, *desc_stats, ranker.weight, ranker.space.projection))
     assert sum(fitted["weights"].values()) > 0
     scorer, threshold = fitted["heads"]["emb"]
     fit_rows = ~held_rows
