@@ -202,9 +202,11 @@ def main(argv=None) -> int:
     parser.add_argument("--benchmark", type=Path, required=True)
     parser.add_argument("--out", type=Path, default=None, help="folder for figures.json and per_patient.json")
     parser.add_argument("--detector", action="append", default=[], help="detector setting key=value (repeatable)")
-    parser.add_argument("--recipes", default="bundled,emb,emb+desc", help="head recipes to score (screen_loo_fit)")
+    parser.add_argument("--recipes", default="bundled,emb,emb+desc", help="head recipes to score (screen_loo_fit): bundled = the package's embedding head as it is, "
+                             "shipped = the package's embedding OR descriptor head, emb, desc, emb+desc, either, "
+                             "either-gbm = fitted per held-out cell; the ugly-duckling scores use the last")
     parser.add_argument("--detector-only", action="store_true", help="score the detector alone (no crops embedded)")
-    parser.add_argument("--target-recall", type=float, default=0.98)
+    parser.add_argument("--target-recall", type=float, default=0.995)
     parser.add_argument("--fit-out", type=Path, default=None,
                         help="also fit the shipped recipe on all non-PH2 patients (train split only) into this folder")
     parser.add_argument("--boot", type=int, default=500)

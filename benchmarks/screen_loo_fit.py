@@ -138,7 +138,7 @@ def fit_cell(records, table, fit, recipes, target_recall) -> dict:
     y = table["truth"] >= 0
     heads = {}
     for recipe in recipes:
-        if recipe != "bundled":
+        if recipe not in ("bundled", "shipped"):
             heads[recipe] = fit_recipe(table, fi, y, recipe, target_recall)
     lesions_fit = fi[y[fi]]
     emb_stats = (table["embedding"][lesions_fit].mean(0), table["embedding"][lesions_fit].std(0) + 1e-6)
@@ -170,11 +170,13 @@ def _ranker_patients(records, table, patients, kept) -> list[dict]:
 def _keep(table, rows: np.ndarray, recipe: str, head) -> np.ndarray:
     if recipe == "detector":
         return np.ones(len(rows), bool)
-    if recipe == "bundled":
+    if recipe in ("bundled", "shipped"):  # the head folder in the package: embedding head (shipped: OR descriptor head)
+        from dermlens.screen.lesion_filter import keep_lesions, load_descriptor_head
         from dermlens.screen.lesion_head import BUNDLED_HEAD_DIR, LesionHead
 
-        bundled = LesionHead.load(BUNDLED_HEAD_DIR)
-        return bundled.probability(table["embedding"][rows]) >= bundled.threshold
+        descriptor_head = load_descriptor_head(BUNDLED_HEAD_DIR) if recipe == "shipped" else None
+        return keep_lesions(LesionHead.load(BUNDLED_HEAD_DIR), descriptor_head, table["embedding"][rows],
+                            table["descriptors"][rows], table["contrast"][rows], table["diameter"][rows])[0]
     if head[0] == "either":
         (emb_scorer, emb_t), (desc_scorer, desc_t) = head[1]
         return ((emb_scorer(head_features(table, rows, "emb")) >= emb_t)

@@ -33,15 +33,21 @@ def cosine_distance_to_others(embeddings: np.ndarray) -> np.ndarray:
     return np.clip(1.0 - cosine, 0.0, 2.0)
 
 
-def ugly_duckling_scores(embeddings: np.ndarray, sizes: np.ndarray | None = None, size_weight: float = 0.0) -> np.ndarray:
+def ugly_duckling_scores(embeddings: np.ndarray, sizes: np.ndarray | None = None, size_weight: float = 0.0,
+                         neighbours: int = 0) -> np.ndarray:
     """(n,) scores in [0, 1] within one patient: 1 for the lesion most unlike the others, 0 for the most typical.
 
-    ``size_weight`` in [0, 1] mixes in relative size (min-max scaled diameter), as the paper's combined score did;
-    0 uses the embedding alone. With fewer than two lesions, or when all are alike, every score is 0.
+    ``neighbours`` > 0: the mean cosine distance to that many nearest other lesions (:func:`knn_distance`); 0: the
+    cosine distance to the mean of all others. ``size_weight`` in [0, 1] mixes in relative size (min-max scaled
+    diameter), as the paper's combined score did; 0 uses the embedding alone. With fewer than two lesions, or when
+    all are alike, every score is 0.
     """
     if not 0.0 <= size_weight <= 1.0:
         raise ValueError(f"size_weight must be in [0, 1], got {size_weight}")
-    score = _min_max(cosine_distance_to_others(embeddings))
+    if neighbours < 0:
+        raise ValueError(f"neighbours must be >= 0, got {neighbours}")
+    distance = knn_distance(embeddings, neighbours, "cosine") if neighbours else cosine_distance_to_others(embeddings)
+    score = _min_max(distance)
     if size_weight > 0 and sizes is not None and len(score) > 1:
         score = (1 - size_weight) * score + size_weight * _min_max(np.asarray(sizes, dtype=np.float64))
     return score

@@ -5,8 +5,8 @@ example: a lesion when its box holds a true lesion's centre, not a lesion otherw
 
 - the embedding head (:func:`dermlens.screen.lesion_head.fit_lesion_head` on the classifier's embedding of the crop);
 - the descriptor head (the same fit on ``describe.head_features``), in ``descriptor/`` (see ``lesion_filter``);
-- the ugly-duckling ranker (``ugly_duckling.DucklingRanker``) on the candidates the two heads keep, planted lesions
-  against the rest.
+- optionally (``with_ranker``) the ugly-duckling ranker (``ugly_duckling.DucklingRanker``) on the candidates the two
+  heads keep, planted lesions against the rest.
 
 The folder must not come from a test split; composites of every way of composing (``benchmarks/screen_compose.py
 --split train``) make heads that hold on photos composed another way.
@@ -25,15 +25,23 @@ from dermlens.screen.truth import load_benchmark, match, read_manifest
 from dermlens.screen.ugly_duckling import DucklingRanker
 
 
-def fit_screening_heads(examples: dict[str, np.ndarray], out_dir: str | Path, target_recall: float = 0.98,
-                        info: dict | None = None) -> Path:
-    """Fit and save the three parts from per-candidate arrays ``embedding``, ``descriptors``, ``contrast``,
-    ``diameter``, ``p_malignant``, ``is_lesion``, ``planted`` and ``photo`` (a photo is one patient)."""
+def fit_screening_heads(examples: dict[str, np.ndarray], out_dir: str | Path, target_recall: float = 0.995,
+                        info: dict | None = None, with_ranker: bool = False) -> Path:
+    """Fit and save the heads from per-candidate arrays ``embedding``, ``descriptors``, ``contrast``, ``diameter``,
+    ``p_malignant``, ``is_lesion``, ``planted`` and ``photo`` (a photo is one patient); the ugly-duckling ranker
+    only ``with_ranker`` (it did not beat the plain score on held-out composites, so it is not shipped)."""
     e, d, photo = examples["embedding"], examples["descriptors"], np.asarray(examples["photo"])
     y = np.asarray(examples["is_lesion"], bool)
     embedding_head = fit_lesion_head(e, y, photo, target_recall=target_recall)
     descriptor_head = fit_lesion_head(head_features(d, examples["contrast"], examples["diameter"]), y, photo,
                                       target_recall=target_recall)
+    info = info or {}
+    embedding_head.info.update(info)
+    descriptor_head.info.update(info | {"features": "describe.head_features: crop descriptors, log contrast, log size and their squares"})
+    out = embedding_head.save(out_dir)
+    descriptor_head.save(out / DESCRIPTOR_DIR)
+    if not with_ranker:
+        return out
     keep, _ = keep_lesions(embedding_head, descriptor_head, e, d, examples["contrast"], examples["diameter"])
     patients = []
     for p in np.unique(photo):
@@ -42,18 +50,13 @@ def fit_screening_heads(examples: dict[str, np.ndarray], out_dir: str | Path, ta
             patients.append({k: np.asarray(examples[k])[idx] for k in ("embedding", "descriptors", "p_malignant", "diameter")}
                             | {"planted": np.asarray(examples["planted"], bool)[idx]})
     ranker = DucklingRanker.fit(patients)
-    info = info or {}
-    embedding_head.info.update(info)
-    descriptor_head.info.update(info | {"features": "describe.head_features: crop descriptors, log contrast, log size and their squares"})
     ranker.info.update({k: v for k, v in info.items() if k != "features"})
-    out = embedding_head.save(out_dir)
-    descriptor_head.save(out / DESCRIPTOR_DIR)
     ranker.save(out)
     return out
 
 
 def train_lesion_head(benchmark_dir: str | Path, out_dir: str | Path, model_dir: str | Path | None = None,
-                      config: ScreenConfig | None = None, target_recall: float = 0.98, progress: bool = True) -> Path:
+                      config: ScreenConfig | None = None, target_recall: float = 0.995, progress: bool = True) -> Path:
     """Fit the screening heads on detector candidates of a train-split labelled folder; returns the heads' folder."""
     from tqdm.auto import tqdm
 
