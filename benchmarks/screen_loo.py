@@ -2,6 +2,9 @@
 
     python benchmarks/screen_compose.py --data /work/shared/data --out runs/screen/loo-test --split test --per-cell 15
     python benchmarks/screen_loo.py --benchmark runs/screen/loo-test --out runs/screen/loo-figures
+    # the shipped heads: the recipe fitted on a train-split benchmark (choices were made on its own leave-one-out)
+    python benchmarks/screen_compose.py --data /work/shared/data --out runs/screen/loo-train --split train --per-cell 15 --min-solidity 0.7
+    python benchmarks/screen_loo.py --benchmark runs/screen/loo-train --recipes emb,either --fit-out src/dermlens/weights/screen --overwrite
 
 For every held-out cell (source S, way W) the lesion head, its threshold and the ugly-duckling mixing weights are
 fitted on the patients of *other* sources composed *other* ways (never S, never W, never PH2: an external set is
@@ -178,8 +181,12 @@ def fit_shipped(records, table, args, manifest, detector: DetectorConfig) -> Non
     from dermlens.screen.train_head import fit_screening_heads
     from dermlens.predict import Predictor
 
+    from dermlens.screen.lesion_head import HEAD_WEIGHTS
+
     if manifest.get("split") == "test":
         raise SystemExit(f"{args.benchmark}: a test-split benchmark; fit the shipped heads on a train-split one")
+    if (args.fit_out / HEAD_WEIGHTS).exists() and not args.overwrite:
+        raise SystemExit(f"{args.fit_out}: already holds a lesion head; pass --overwrite to replace it")
     rows = np.flatnonzero([records[k]["source"] not in FIT_EXCLUDED for k in table["patient"]])
     truth = table["truth"][rows]
     examples = {k: table[k][rows] for k in ("embedding", "descriptors", "contrast", "diameter", "p_malignant")}
@@ -209,6 +216,7 @@ def main(argv=None) -> int:
     parser.add_argument("--target-recall", type=float, default=0.995)
     parser.add_argument("--fit-out", type=Path, default=None,
                         help="also fit the shipped recipe on all non-PH2 patients (train split only) into this folder")
+    parser.add_argument("--overwrite", action="store_true", help="let --fit-out replace heads already there")
     parser.add_argument("--boot", type=int, default=500)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
