@@ -92,9 +92,22 @@ def test_annotated_image_and_top_crops_are_written(run):
     original = np.asarray(Image.open(out.parent / "photos" / "back.png"))
     # boxes are drawn: the annotated photo differs from the input along the box outlines
     assert np.abs(np.asarray(annotated).astype(int) - original.astype(int)).max() > 60
+    doc = json.loads((out / "back.json").read_text())
     crops = sorted(p.name for p in (out / "back.crops").iterdir())
-    assert "rank1.jpg" in crops or any(c.startswith("rank") for c in crops)
-    assert len(crops) <= 5
+    # the top crops, and the visit report's crops of the other lesions: one per lesion, named by rank
+    assert crops == sorted(f"rank{l['rank']}.jpg" for l in doc["lesions"])
+
+
+def test_the_visit_page_names_every_lesion_of_the_patient_and_links_its_crop(run):
+    _, out = run
+    page = (out / "visit-patient.html").read_text()
+    docs = [json.loads((out / f"{stem}.json").read_text()) for stem in ("back", "chest", "black", "tiny")]
+    n = sum(len(d["lesions"]) for d in docs)
+    assert f"<b>{n}</b> lesions" in page
+    for d, stem in zip(docs, ("back", "chest", "black", "tiny")):
+        for l in d["lesions"]:
+            assert f'href="{stem}.crops/rank{l["rank"]}.jpg"' in page and f"<b>#{l['rank']}</b>" in page
+    assert "notes.jpg" in page  # the unreadable photo is named on its patient's page
 
 
 def test_patient_grouping_options(tmp_path):

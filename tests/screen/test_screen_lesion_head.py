@@ -72,3 +72,12 @@ def test_the_bundled_head_reads_the_bundled_model():
     assert head.info["model_digest"] == model_digest(BUNDLED_MODEL_DIR)
     head.check_model(BUNDLED_MODEL_DIR)
     assert 0 < head.threshold < 1
+
+
+def test_the_bundled_folder_holds_the_descriptor_head_of_the_either_rule():
+    from dermlens.screen.describe import NAMES
+    from dermlens.screen.lesion_filter import load_descriptor_head
+
+    head = load_descriptor_head(BUNDLED_HEAD_DIR)
+    assert head is not None, f"{BUNDLED_HEAD_DIR}/descriptor: the bundled descriptor head is missing"
+    assert head.n_features_in_ == 2 * (len(NAMES) + 2) and 0 < head.threshold < 1

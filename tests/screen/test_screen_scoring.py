@@ -82,3 +82,16 @@ def test_ranks_are_a_permutation_with_ties_in_input_order():
 def test_embeddings_must_be_two_dimensional():
     with pytest.raises(ValueError, match="n_lesions"):
         cosine_distance_to_others(np.ones(5))
+
+
+def test_the_k_nearest_score_finds_the_outlier_beside_a_second_kind_of_mole():
+    from dermlens.screen.score import ugly_duckling_scores
+
+    rng = np.random.default_rng(0)
+    kind_a = rng.normal(0, 0.05, (5, 16)) + np.eye(16)[0] * 3
+    kind_b = rng.normal(0, 0.05, (3, 16)) + np.eye(16)[1] * 3  # three of a second kind: no ugly duckling among them
+    odd = np.eye(16)[2:3] * 3
+    scores = ugly_duckling_scores(np.vstack([kind_a, kind_b, odd]), neighbours=2)
+    assert np.argmax(scores) == 8 and scores[5:8].max() < 0.5
+    with pytest.raises(ValueError, match="neighbours"):
+        ugly_duckling_scores(kind_a, neighbours=-1)

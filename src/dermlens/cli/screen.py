@@ -48,7 +48,7 @@ def train_head_command(
     benchmark: Annotated[Path, typer.Option(help="A benchmark made from the train split (`python benchmarks/screen_benchmark.py --split train`).")],
     out: Annotated[Path, typer.Option(help="Folder for lesion_head.safetensors and lesion_head.json.")],
     model: Annotated[Optional[Path], typer.Option(help="Classifier folder whose embedding the head reads; default the bundled model.")] = None,
-    target_recall: Annotated[float, typer.Option(help="Share of true lesions the head's threshold lets through (held-out photos).")] = 0.98,
+    target_recall: Annotated[float, typer.Option(help="Share of true lesions the head's threshold lets through (held-out photos).")] = 0.995,
     overwrite: Annotated[bool, typer.Option(help="Replace a lesion head already in --out (otherwise refused).")] = False,
     quiet: QuietOption = False,
 ):

@@ -33,15 +33,21 @@ def cosine_distance_to_others(embeddings: np.ndarray) -> np.ndarray:
     return np.clip(1.0 - cosine, 0.0, 2.0)
 
 
-def ugly_duckling_scores(embeddings: np.ndarray, sizes: np.ndarray | None = None, size_weight: float = 0.0) -> np.ndarray:
+def ugly_duckling_scores(embeddings: np.ndarray, sizes: np.ndarray | None = None, size_weight: float = 0.0,
+                         neighbours: int = 0) -> np.ndarray:
     """(n,) scores in [0, 1] within one patient: 1 for the lesion most unlike the others, 0 for the most typical.
 
-    ``size_weight`` in [0, 1] mixes in relative size (min-max scaled diameter), as the paper's combined score did;
-    0 uses the embedding alone. With fewer than two lesions, or when all are alike, every score is 0.
+    ``neighbours`` > 0: the mean cosine distance to that many nearest other lesions (:func:`knn_distance`); 0: the
+    cosine distance to the mean of all others. ``size_weight`` in [0, 1] mixes in relative size (min-max scaled
+    diameter), as the paper's combined score did; 0 uses the embedding alone. With fewer than two lesions, or when
+    all are alike, every score is 0.
     """
     if not 0.0 <= size_weight <= 1.0:
         raise ValueError(f"size_weight must be in [0, 1], got {size_weight}")
-    score = _min_max(cosine_distance_to_others(embeddings))
+    if neighbours < 0:
+        raise ValueError(f"neighbours must be >= 0, got {neighbours}")
+    distance = knn_distance(embeddings, neighbours, "cosine") if neighbours else cosine_distance_to_others(embeddings)
+    score = _min_max(distance)
     if size_weight > 0 and sizes is not None and len(score) > 1:
         score = (1 - size_weight) * score + size_weight * _min_max(np.asarray(sizes, dtype=np.float64))
     return score
@@ -53,3 +59,42 @@ def ranks(scores: np.ndarray) -> np.ndarray:
     out = np.empty(len(order), dtype=int)
     out[order] = np.arange(1, len(order) + 1)
     return out
+
+
+def knn_distance(features: np.ndarray, k: int = 3, metric: str = "cosine") -> np.ndarray:
+    """(n,) mean distance of each row to its ``k`` nearest *other* rows: a mole is compared with the moles most like
+    it, so one cluster of look-alikes does not hide an outlier of another cluster, and a patient with two kinds of
+    moles has no ugly duckling by that alone. ``metric``: "cosine" (rows scaled to unit length) or "euclidean".
+    0 for a single lesion."""
+    x = np.asarray(features, dtype=np.float64)
+    if x.ndim != 2:
+        raise ValueError(f"features must be (n_lesions, n_features), got shape {x.shape}")
+    n = len(x)
+    if n < 2:
+        return np.zeros(n)
+    if metric == "cosine":
+        x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+        d = np.clip(1.0 - x @ x.T, 0.0, 2.0)
+    elif metric == "euclidean":
+        sq = (x * x).sum(1)
+        d = np.sqrt(np.maximum(sq[:, None] + sq[None, :] - 2 * x @ x.T, 0.0))
+    else:
+        raise ValueError(f"metric must be 'cosine' or 'euclidean', got {metric!r}")
+    np.fill_diagonal(d, np.inf)
+    k = max(1, min(k, n - 1))
+    return np.sort(d, axis=1)[:, :k].mean(1)
+
+
+def mixed_scores(components: dict[str, np.ndarray], weights: dict[str, float]) -> np.ndarray:
+    """(n,) weighted sum of per-patient min-max scaled components (e.g. embedding distance, descriptor distance,
+    P(malignant)); weights need not sum to 1, components without a weight are ignored."""
+    total = None
+    for name, w in weights.items():
+        if w == 0:
+            continue
+        part = w * _min_max(np.asarray(components[name], dtype=np.float64))
+        total = part if total is None else total + part
+    if total is None:
+        n = len(next(iter(components.values()))) if components else 0
+        return np.zeros(n)
+    return total
