@@ -95,7 +95,8 @@ def collect(records, screener: Screener | None, detector: DetectorConfig, cache_
     cache_dir.mkdir(parents=True, exist_ok=True)
     det_path = cache_dir / f"candidates-{config_key(detector)}.json"
     detections = json.loads(det_path.read_text()) if det_path.is_file() else {}
-    crops = CropCache(cache_dir / "crops.npz")
+    views = screener.predictor.tta if screener else 1
+    crops = CropCache(cache_dir / ("crops.npz" if views == 1 else f"crops-tta{views}.npz"))  # each embedding its own
     context = screener.config.crop_context if screener else 0.0
     out = {k: [] for k in ("patient", "box", "contrast", "diameter", "truth")}
     feats = {k: [] for k in ("embedding", "probs", "descriptors")}
@@ -116,7 +117,9 @@ def collect(records, screener: Screener | None, detector: DetectorConfig, cache_
         if todo:
             rgb = np.asarray(load_image(record["image"])) if rgb is None else rgb
             pieces = [square_crop(rgb, b, context) for b in todo]
-            emb, probs = screener.analyser.analyse(pieces)
+            analyses = screener.predictor.analyse(pieces, modality="clinical", with_embedding=True)
+            emb = np.stack([a.embedding for a in analyses])
+            probs = np.stack([a.class_probabilities for a in analyses])
             crops.add(name, todo, emb, probs, describe_all(pieces))
         truth = match([t["box"] for t in record["lesions"]], boxes)
         got = crops.get(name, boxes) if boxes and not detector_only else None
@@ -217,6 +220,8 @@ def main(argv=None) -> int:
     parser.add_argument("--fit-out", type=Path, default=None,
                         help="also fit the shipped recipe on all non-PH2 patients (train split only) into this folder")
     parser.add_argument("--overwrite", action="store_true", help="let --fit-out replace heads already there")
+    parser.add_argument("--tta", type=int, default=8, help="orientation views per crop (the screener's default 8; "
+                        "the shipped heads were fitted on 1-view embeddings, cached as crops.npz)")
     parser.add_argument("--boot", type=int, default=500)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
@@ -230,7 +235,8 @@ def main(argv=None) -> int:
     detector = DetectorConfig(**overrides)
     records = load_benchmark(args.benchmark)
     manifest = read_manifest(args.benchmark)
-    screener = None if args.detector_only else Screener(lesion_head=False, config=ScreenConfig(detector=detector))
+    screener = None if args.detector_only else Screener(lesion_head=False, config=ScreenConfig(detector=detector),
+                                                         tta=args.tta)
     table = collect(records, screener, detector, args.benchmark / "cache", detector_only=args.detector_only)
     cells = sorted({(r["source"], r["way"]) for r in records})
     recipes = [] if args.detector_only else args.recipes.split(",")

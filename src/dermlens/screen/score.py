@@ -16,12 +16,17 @@ def _min_max(values: np.ndarray) -> np.ndarray:
     return (values - values.min()) / span if span > 1e-12 else np.zeros_like(values)
 
 
+def _lesion_rows(values, name: str) -> np.ndarray:
+    x = np.asarray(values, dtype=np.float64)
+    if x.ndim != 2:
+        raise ValueError(f"{name} must be (n_lesions, n_features), got shape {x.shape}")
+    return x
+
+
 def cosine_distance_to_others(embeddings: np.ndarray) -> np.ndarray:
     """(n,) cosine distance of each row to the mean of all *other* rows (after scaling rows to unit length, so a
     lesion's weight in the reference does not depend on its embedding's magnitude); 0 for a single lesion."""
-    e = np.asarray(embeddings, dtype=np.float64)
-    if e.ndim != 2:
-        raise ValueError(f"embeddings must be (n_lesions, n_features), got shape {e.shape}")
+    e = _lesion_rows(embeddings, "embeddings")
     n = len(e)
     if n < 2:
         return np.zeros(n)
@@ -66,9 +71,7 @@ def knn_distance(features: np.ndarray, k: int = 3, metric: str = "cosine") -> np
     it, so one cluster of look-alikes does not hide an outlier of another cluster, and a patient with two kinds of
     moles has no ugly duckling by that alone. ``metric``: "cosine" (rows scaled to unit length) or "euclidean".
     0 for a single lesion."""
-    x = np.asarray(features, dtype=np.float64)
-    if x.ndim != 2:
-        raise ValueError(f"features must be (n_lesions, n_features), got shape {x.shape}")
+    x = _lesion_rows(features, "features")
     n = len(x)
     if n < 2:
         return np.zeros(n)
