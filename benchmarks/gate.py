@@ -27,6 +27,7 @@ import argparse
 import json
 import time
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +63,34 @@ def verdicts_for(predictor, photos, gate=None):
     return (gate or predictor.gate).decide(a.measures, a.embeddings, a.appearance), a.probabilities
 
 
+def _save_fit_set(fit, path: Path) -> None:
+    arrays = {"datasets": fit.datasets, "other_labels": fit.other_labels, "about": np.array(json.dumps(fit.about)),
+              "held": fit.held if fit.held is not None else np.zeros(0, bool)}
+    for name, a in (("skin", fit.skin), ("others", fit.others), ("wide", fit.wide)):
+        if a is not None:
+            arrays.update({f"{name}_embeddings": a.embeddings.numpy(), f"{name}_appearance": a.appearance.numpy(),
+                           f"{name}_measures": np.array([list(m.to_dict().values()) for m in a.measures], float)})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **arrays)
+
+
+def _load_fit_set(path: Path, about: dict):
+    from dermlens.gate.fit import Analysis, FitSet
+    from dermlens.gate.quality import QualityMeasures
+
+    saved = np.load(path, allow_pickle=False)
+    if json.loads(str(saved["about"])) != about:
+        return None
+    def analysis(name):
+        if f"{name}_embeddings" not in saved:
+            return None
+        m = [QualityMeasures(*row) for row in saved[f"{name}_measures"].tolist()]
+        return Analysis(torch.from_numpy(saved[f"{name}_embeddings"]), torch.from_numpy(saved[f"{name}_appearance"]), m,
+                        np.zeros((len(m), 0)))
+    held = saved["held"] if len(saved["held"]) else None
+    return FitSet(analysis("skin"), saved["datasets"], analysis("others"), saved["other_labels"], analysis("wide"), about, held)
+
+
 def leave_classes_out(predictor, args) -> dict:
     """Each group of ImageNet classes left out of the fit in turn; the refitted gate decides on its photos."""
     import csv
@@ -70,9 +99,18 @@ def leave_classes_out(predictor, args) -> dict:
     about = gate.info.get("fitted_on", {})
     options = FitOptions(**gate.info["options"]) if "options" in gate.info else FitOptions()
     everyday = args.data / EVERYDAY_FOLDER
-    fit = embed_fit_set(predictor, default_data_dirs(args.data), everyday=everyday,
-                        wide_field=about.get("wide_field") or None, per_dataset=int(about.get("per_dataset", 500)),
-                        seed=int(about.get("seed", 0)))
+    wanted = {"data": [str(d) for d in default_data_dirs(args.data)], "everyday": str(everyday),
+              "wide_field": str(about.get("wide_field") or ""), "per_dataset": int(about.get("per_dataset", 500)),
+              "seed": int(about.get("seed", 0))}
+    weights = predictor.model_dir / "model.safetensors"
+    key = {**wanted, "weights": f"{weights.stat().st_size}:{weights.stat().st_mtime_ns}"}
+    cached = args.cache / "fit_set.npz" if args.cache else None
+    fit = _load_fit_set(cached, key) if cached and cached.is_file() else None
+    if fit is None:  # the same photos the model's gate was fitted on, analysed again (or read from --cache)
+        fit = embed_fit_set(predictor, default_data_dirs(args.data), everyday=everyday,
+                            wide_field=wanted["wide_field"] or None, per_dataset=wanted["per_dataset"], seed=wanted["seed"])
+        if cached:
+            _save_fit_set(replace(fit, about=key), cached)
     groups = {r["wnid"]: r["group"] for r in csv.DictReader(open(args.class_groups))}
     photos = everyday_photos(everyday, variants_per_photo=1)
     analysed = analyse_photos(predictor, photos, desc="everyday photos")
@@ -145,6 +183,8 @@ def main() -> None:
     parser.add_argument("--wide-field-test", type=Path, default=None,
                         help="folder of wide-field test photos (benchmarks/screen_benchmark.py --split test)")
     parser.add_argument("--skip-leave-out", action="store_true", help="skip the leave-classes-out refits")
+    parser.add_argument("--cache", type=Path, default=None,
+                        help="folder to keep the fit photos' analysis in (leave-classes-out reuses it; same model only)")
     parser.add_argument("--degraded", type=int, default=25, help="test photos spoiled at each degradation level")
     parser.add_argument("--timing-images", type=int, default=64)
     parser.add_argument("--out", type=Path, default=None, help="write figures.json here")

@@ -140,3 +140,56 @@ def test_everyday_and_wide_field_folders_are_read_and_named_when_wrong(tmp_path)
         everyday_photos(tmp_path / "images")
     with pytest.raises(FileNotFoundError, match="no wide-field photos"):
         wide_field_photos(tmp_path)
+
+
+# ---- the bundled model's refitted gate, on photos it never saw -------------------------------------------------
+
+
+def multi_lesion_photo(seed: int = 0) -> Image.Image:
+    """A wide-field photo of generated skin with eight generated moles (no real data): the screening benchmark's
+    background and pasting (benchmarks/screen_scenes.py), synthetic lesions cut out by their darkness."""
+    if str(BENCHMARKS) not in sys.path:
+        sys.path.insert(0, str(BENCHMARKS))
+    import screen_scenes
+
+    rng = np.random.default_rng(seed)
+    image, clutter = screen_scenes.make_background(768, 1024, float(rng.uniform(0.1, 0.6)), rng)
+    occupied = clutter.blocked.copy()
+    for _ in range(8):
+        lesion = np.asarray(render_lesion("melanocytic_nevus", rng, size=128)).astype(np.float32)
+        grey = lesion.mean(2)
+        mask = ((grey < np.median(grey[:16]) - 20) * 255).astype(np.uint8)
+        sprite = screen_scenes.make_sprite(lesion, mask, float(rng.uniform(28, 60)), rng)
+        spot = screen_scenes.free_spot(occupied, max(sprite.alpha.shape) // 2 + 2, rng)
+        if spot is not None:
+            screen_scenes.paste(image, sprite, *spot)
+    return Image.fromarray(screen_scenes.finish_photo(image, rng))
+
+
+@pytest.fixture(scope="module")
+def bundled():
+    from dermlens.predict import Predictor
+
+    return Predictor()
+
+
+def test_the_bundled_gate_stops_photos_of_things_it_never_saw(bundled):
+    pytest.importorskip("skimage", reason="scikit-image (the gate extra) ships the sample photos")
+    from dermlens.gate.data import NON_SKIN_TEST_SOURCES, _skimage_photo
+
+    names = [n for n in NEVER_FITTED if n in NON_SKIN_TEST_SOURCES]
+    photos = [Image.fromarray(_skimage_photo(n)).convert("RGB") for n in names]
+    rng = np.random.default_rng(123)
+    photos += [generated(kind, rng) for kind in ("text", "stripes", "noise")]
+    predictions = bundled.predict(photos, names=names + ["text", "stripes", "noise"])
+    assert bundled.gate.fitted and bundled.gate.wide_head is not None
+    for p in predictions:
+        assert p.triage == "retake" and p.quality == "not_skin", (p.image, p.quality)
+
+
+def test_the_bundled_gate_sends_a_wide_field_photo_to_screening(bundled):
+    wide, close_up = bundled.predict([multi_lesion_photo(0), render_lesion("melanocytic_nevus", np.random.default_rng(4), size=256)],
+                                     names=["back.jpg", "close-up.jpg"])
+    assert wide.quality == "wide_field" and wide.triage == "retake"
+    assert "dermlens screen" in wide.advice
+    assert close_up.quality != "wide_field"

@@ -17,7 +17,7 @@ def fit(
     non_skin: Annotated[Optional[Path], typer.Option(help="Folder of everyday photos that are not skin (photos.csv with image, imagenet_class, wnid). Default: ../shared/data/nonskin when present.")] = None,
     wide_field: Annotated[Optional[Path], typer.Option(help="Folder of wide-field skin photos (a back, an arm, several spots), e.g. made by benchmarks/screen_benchmark.py --split train; without it the gate has no wide-field check.")] = None,
     appearance: Annotated[bool, typer.Option("--appearance/--no-appearance", help="The heads also read the photo's colour and texture statistics.")] = False,
-    per_dataset: Annotated[int, typer.Option(min=20, help="Real skin photos per dataset (from its training split).")] = 500,
+    per_dataset: Annotated[int, typer.Option(min=20, help="Real skin photos per dataset and part (training split for the heads, validation split for the thresholds).")] = 400,
     taxonomy: Annotated[Optional[Path], typer.Option(help="Taxonomy tree file the model was trained with; default the packaged one.")] = None,
     seed: int = 0,
     overwrite: Annotated[bool, typer.Option(help="Replace a gate the model already has (otherwise refused).")] = False,

@@ -39,6 +39,9 @@ FIT_SHARE_WITHOUT_SPLIT = 0.4
 TEST_SPLITS = {"ham10000": "test", "isic2017": "val", "dermnet": "test", "pad_ufes": "test"}
 FIT_SPLITS = {"ham10000": "train", "isic2017": "train", "dermnet": "train", "pad_ufes": "train"}
 EXTERNAL = ("ph2", "sd198_clinical")  # never fitted on: their test part is all of them
+# Thresholds are set on photos the classifier was not trained on: the embeddings of its own training photos sit
+# deeper inside "skin" than any new photo's, so a threshold stopping 1% of them stops more of new photos.
+THRESHOLD_SPLITS = {"ham10000": "val", "dermnet": "val", "pad_ufes": "val"}
 
 
 @dataclass
@@ -62,17 +65,20 @@ def _in_fit_part(group: str) -> bool:
 
 
 def skin_records(data_dirs, part: str, per_dataset: int, seed: int = 0) -> list:
-    """Up to ``per_dataset`` records of each dataset's ``part`` ("fit" or "test"), drawn reproducibly."""
+    """Up to ``per_dataset`` records of each dataset's ``part`` ("fit", "threshold" or "test"), drawn reproducibly.
+    The threshold part is a dataset's validation split (none for a dataset without one)."""
     from dermlens.data.datasets import load_records
 
-    if part not in ("fit", "test"):
-        raise ValueError(f"part must be fit or test; got {part!r}")
+    if part not in ("fit", "threshold", "test"):
+        raise ValueError(f"part must be fit, threshold or test; got {part!r}")
     chosen = []
     for folder in data_dirs:
         folder = Path(folder)
         records = load_records(folder)
         name = folder.name
-        if name in FIT_SPLITS:
+        if part == "threshold":
+            pool = [r for r in records if r.split == THRESHOLD_SPLITS[name]] if name in THRESHOLD_SPLITS else []
+        elif name in FIT_SPLITS:
             wanted = FIT_SPLITS[name] if part == "fit" else TEST_SPLITS[name]
             pool = [r for r in records if r.split == wanted]
         elif name in EXTERNAL:

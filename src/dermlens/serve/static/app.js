@@ -86,8 +86,9 @@
     card.classList.toggle("reassure", !refer && !stopped);
     card.classList.toggle("stopped", stopped);
     card.dataset.triage = answer.triage;
+    const wide = answer.gate && answer.gate.verdict === "wide_field"; // several spots: screening, not one answer
     $("triage-call").textContent = stopped
-      ? (answer.triage === "retake" ? "Please take the photo again" : "Cannot assess this photo")
+      ? (wide ? "Several spots? Use screening" : answer.triage === "retake" ? "Please take the photo again" : "Cannot assess this photo")
       : (refer ? "Refer" : "No referral suggested");
     $("triage-text").textContent = answer.triage_summary;
     const kind = answer.modality
