@@ -224,7 +224,7 @@ def fit_on(fit: FitSet, options: FitOptions | None = None) -> Gate:
              for d in sorted(set(datasets))}
     gate.info = {
         "fitted_on": {"skin": {d: int((datasets == d).sum()) for d in sorted(set(datasets))},
-                      "non_skin": len(fit.other_labels), "wide_field": 0 if fit.wide is None else len(fit.wide.measures),
+                      "non_skin": len(fit.other_labels), "wide_field_photos": 0 if fit.wide is None else len(fit.wide.measures),
                       **fit.about},
         "options": {"appearance": options.appearance, "strength": options.strength, "budget": dict(budget)},
         "held_out_skin_stopped": stops,
