@@ -112,7 +112,7 @@ def predict(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing predictions file in --out (otherwise refused).")] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bar on stderr.")] = True,
     modality: Annotated[str, typer.Option(help="dermoscopic, clinical, or auto (recognised per image): picks the triage operating point.")] = "auto",
-    gate: Annotated[bool, typer.Option("--gate/--no-gate", help="Check each photo first (not skin, poor photo, out of distribution); --no-gate is for research and writes quality=not_checked.")] = True,
+    gate: Annotated[bool, typer.Option("--gate/--no-gate", help="Check each photo first (not skin, poor photo, a wide-field photo for `dermlens screen`, out of distribution); --no-gate is for research and writes quality=not_checked.")] = True,
 ):
     """Per image: probability of every taxonomy node (p_<node>: the sum of the training classes at or below it), the most likely training class (top1_class; JSON: top5, the network's own outputs) and a triage call (refer/reassure, or retake/cannot_assess when the photo gate stops it: then no numbers)."""
     # Every option is checked before the output file is touched (a mistake never costs earlier results) and before

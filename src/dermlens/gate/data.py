@@ -1,12 +1,17 @@
 """The photos the gate is fitted and measured on: real skin, non-skin, and skin spoiled by known amounts.
 
     real skin   every dataset under ``../shared/data`` (both modalities). Fit part: the dataset's own training
-                split (HAM10000, ISIC 2017, DermNet), or 40% of its lesions chosen by hash (PH2, SD-198, which have no
-                split); test part: HAM10000/DermNet ``test``, ISIC 2017 ``val``, the other 60%.
-    non-skin    scikit-image's sample photos (crops, rotations, scalings, grey and colour) and generated pictures
-                (flat colours, noise, text, gradients, stripes). The test part uses *other source photos* than
-                the fit part (the cat, the astronaut, the coffee, the rocket, the Hubble field and the retina are
-                never fitted on), and generated pictures from other seeds.
+                split (HAM10000, ISIC 2017, DermNet, PAD-UFES-20); test part: HAM10000/DermNet/PAD-UFES-20
+                ``test``, ISIC 2017 ``val``, and all of PH2 and SD-198 (external: never fitted on). A dataset of
+                another name with a split column uses train/test alike; one without, 40%/60% of its lesions.
+    non-skin    everyday photos (``../shared/data/nonskin``: one per ImageNet class; each photo and random
+                crops of it), scikit-image's sample photos (crops, rotations, scalings, grey and colour) and
+                generated pictures (flat colours, noise, text, gradients, stripes). Everyday photos are validated
+                by holding out whole groups of classes (benchmarks/gate.py); of scikit-image's, the test part uses
+                *other source photos* than the fit part (the cat, the astronaut, the coffee, the rocket, the Hubble
+                field and the retina are never fitted on), and generated pictures from other seeds.
+    wide-field  photos of a wider area of skin with several lesions (a back, an arm): the screening benchmark's
+                generated patients (``benchmarks/screen_benchmark.py``), each whole and as a crop of 60-90%.
     degraded    real skin photos blurred (Gaussian, motion), over-/under-exposed, downscaled and JPEG-crushed.
 """
 from __future__ import annotations
@@ -31,18 +36,22 @@ NON_SKIN_TEST_SOURCES = ("chelsea", "cat", "astronaut", "coffee", "rocket", "hub
                          "immunohistochemistry", "clock")
 GENERATED_KINDS = ("flat", "noise", "text", "gradient", "stripes")
 FIT_SHARE_WITHOUT_SPLIT = 0.4
-TEST_SPLITS = {"ham10000": "test", "isic2017": "val", "dermnet": "test"}
-FIT_SPLITS = {"ham10000": "train", "isic2017": "train", "dermnet": "train"}
+TEST_SPLITS = {"ham10000": "test", "isic2017": "val", "dermnet": "test", "pad_ufes": "test"}
+FIT_SPLITS = {"ham10000": "train", "isic2017": "train", "dermnet": "train", "pad_ufes": "train"}
+EXTERNAL = ("ph2", "sd198_clinical")  # never fitted on: their test part is all of them
+# Thresholds are set on photos the classifier was not trained on: the embeddings of its own training photos sit
+# deeper inside "skin" than any new photo's, so a threshold stopping 1% of them stops more of new photos.
+THRESHOLD_SPLITS = {"ham10000": "val", "dermnet": "val", "pad_ufes": "val"}
 
 
 @dataclass
 class Photo:
     name: str
     image: Image.Image
-    kind: str = ""  # the dataset, the source photo or generated kind, or the degradation
+    kind: str = ""  # the dataset, the source photo or generated kind, "everyday", "wide_field", or the degradation
     modality: str = ""
-    level: str = ""  # degradation amount, e.g. "sigma=4"
-    label: str = ""  # for real skin: the taxonomy node (melanoma-vs-nevus AUC)
+    level: str = ""  # degradation amount, e.g. "sigma=4"; for everyday photos the variant (0: the photo itself)
+    label: str = ""  # real skin: the taxonomy node (melanoma-vs-nevus AUC); everyday photos: the ImageNet wnid
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -56,21 +65,26 @@ def _in_fit_part(group: str) -> bool:
 
 
 def skin_records(data_dirs, part: str, per_dataset: int, seed: int = 0) -> list:
-    """Up to ``per_dataset`` records of each dataset's ``part`` ("fit" or "test"), drawn reproducibly."""
+    """Up to ``per_dataset`` records of each dataset's ``part`` ("fit", "threshold" or "test"), drawn reproducibly.
+    The threshold part is a dataset's validation split (none for a dataset without one)."""
     from dermlens.data.datasets import load_records
 
-    if part not in ("fit", "test"):
-        raise ValueError(f"part must be fit or test; got {part!r}")
+    if part not in ("fit", "threshold", "test"):
+        raise ValueError(f"part must be fit, threshold or test; got {part!r}")
     chosen = []
     for folder in data_dirs:
         folder = Path(folder)
         records = load_records(folder)
         name = folder.name
-        if name in FIT_SPLITS:
+        if part == "threshold":
+            pool = [r for r in records if r.split == THRESHOLD_SPLITS[name]] if name in THRESHOLD_SPLITS else []
+        elif name in FIT_SPLITS:
             wanted = FIT_SPLITS[name] if part == "fit" else TEST_SPLITS[name]
             pool = [r for r in records if r.split == wanted]
-        elif any(r.split for r in records) and part == "fit":
-            pool = [r for r in records if r.split == "train"] or records
+        elif name in EXTERNAL:
+            pool = [] if part == "fit" else records
+        elif any(r.split for r in records):
+            pool = [r for r in records if r.split == ("train" if part == "fit" else "test")]
         else:
             pool = [r for r in records if _in_fit_part(r.group or str(r.path)) == (part == "fit")]
         rng = random.Random(f"{seed}:{name}:{part}")
@@ -162,6 +176,52 @@ def non_skin_photos(part: str, variants_per_photo: int = 12, generated_per_kind:
     return photos
 
 
+EVERYDAY_LIST = "photos.csv"
+
+
+def everyday_photos(folder: str | Path, variants_per_photo: int = 3, seed: int = 0) -> list[Photo]:
+    """The everyday photos of ``folder`` (``photos.csv``: image, imagenet_class, wnid): each photo itself (level
+    "0") and random crops, rotations and scalings of it. ``variants_per_photo=1``: the photos only."""
+    import csv
+
+    from dermlens.data.io import load_image
+
+    folder = Path(folder)
+    listing = folder / EVERYDAY_LIST
+    if not listing.is_file():
+        raise FileNotFoundError(f"{listing}: no list of everyday photos here (expected {EVERYDAY_LIST} with image, "
+                                "imagenet_class and wnid)")
+    rng = np.random.default_rng(seed)
+    photos = []
+    with open(listing, newline="") as f:
+        for row in csv.DictReader(f):
+            base = load_image(folder / row["image"])
+            for k, image in enumerate(_variants(base, rng, variants_per_photo)):
+                photos.append(Photo(f"{row['image']}#{k}", image, kind="everyday", level=str(k), label=row["wnid"]))
+    return photos
+
+
+def wide_field_photos(folder: str | Path, seed: int = 0) -> list[Photo]:
+    """Every ``*.jpg``/``*.png`` of ``folder`` (a wide-field photo each), whole and as one random 60-90% crop."""
+    from dermlens.data.io import load_image
+
+    files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    if not files:
+        raise FileNotFoundError(f"{folder}: no wide-field photos (.jpg/.png) here; make some with "
+                                "benchmarks/screen_benchmark.py --split train")
+    rng = np.random.default_rng(seed)
+    photos = []
+    for path in files:
+        image = load_image(path)
+        w, h = image.size
+        share = rng.uniform(0.6, 0.9)
+        cw, ch = int(w * share), int(h * share)
+        left, top = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+        photos += [Photo(str(path), image, kind="wide_field", level="0"),
+                   Photo(f"{path}#crop", image.crop((left, top, left + cw, top + ch)), kind="wide_field", level="1")]
+    return photos
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Degraded skin
 # ---------------------------------------------------------------------------------------------------------------
@@ -211,5 +271,5 @@ def centre_clipped_share(image: Image.Image, model_size: int = 224) -> tuple[flo
     return float((centre.min(-1) >= 0.97).mean()), float((centre.max(-1) <= 0.03).mean())
 
 
-__all__ = ["Photo", "DEGRADATIONS", "GENERATED_KINDS", "degrade", "generated", "load_skin", "non_skin_photos",
-           "skin_records", "centre_clipped_share"]
+__all__ = ["Photo", "DEGRADATIONS", "GENERATED_KINDS", "degrade", "everyday_photos", "generated", "load_skin",
+           "non_skin_photos", "skin_records", "centre_clipped_share", "wide_field_photos"]

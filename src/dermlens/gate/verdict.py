@@ -17,6 +17,7 @@ class Verdict(StrEnum):
     NOT_SKIN = "not_skin"  # reason: blank (no contrast at all) or not_skin (the skin head)
     POOR_QUALITY = "poor_quality"  # reason: low_resolution, overexposed, underexposed, out_of_focus
     OUT_OF_DISTRIBUTION = "out_of_distribution"  # skin, but unlike the training photos
+    WIDE_FIELD = "wide_field"  # a wider area of skin (a back, an arm, several spots): `dermlens screen` is the tool
     NOT_CHECKED = "not_checked"  # the gate was switched off (--no-gate, research use)
 
     @property
@@ -30,9 +31,10 @@ STOPS: dict[Verdict, Triage] = {
     Verdict.NOT_SKIN: Triage.RETAKE,
     Verdict.POOR_QUALITY: Triage.RETAKE,
     Verdict.OUT_OF_DISTRIBUTION: Triage.CANNOT_ASSESS,
+    Verdict.WIDE_FIELD: Triage.RETAKE,
 }
 
-VERDICTS = (Verdict.OK, Verdict.NOT_SKIN, Verdict.POOR_QUALITY, Verdict.OUT_OF_DISTRIBUTION)
+VERDICTS = (Verdict.OK, Verdict.NOT_SKIN, Verdict.POOR_QUALITY, Verdict.OUT_OF_DISTRIBUTION, Verdict.WIDE_FIELD)
 NOT_CHECKED = Verdict.NOT_CHECKED
 
 # Plain-words advice, by the verdict's reason where it has one (poor_quality), else by the verdict.
@@ -47,6 +49,9 @@ ADVICE = {
     "underexposed": "The photo is too dark. Take it again in daylight or a well-lit room.",
     "out_of_focus": "The photo is blurred. Hold the camera still, tap the spot to focus, and take it again from "
                     "a little further away if the camera cannot focus that close.",
+    "wide_field": "This looks like a photo of a wider area of skin (a back, an arm, several spots) rather than of "
+                  "one spot. To check many spots at once, use screening (`dermlens screen`); for one spot, take a "
+                  "close-up in which the spot fills most of the picture.",
     "out_of_distribution": "This photo is unlike any the model learned from, so its answer would not be reliable. "
                            "It cannot assess this photo; please show the spot to a doctor.",
     "not_checked": "The photo gate was switched off (research use): the answer was given without checking the photo.",
@@ -58,6 +63,7 @@ class GateVerdict:
     verdict: Verdict  # a Verdict (a plain string of one is converted)
     reason: str = ""  # poor_quality: low_resolution / overexposed / underexposed / out_of_focus; not_skin: blank / not_skin
     p_skin: float | None = None
+    p_wide: float | None = None  # P(a wide-field photo of skin), when the gate has a wide-field head
     ood_score: float | None = None  # distance / threshold: above 1 is out of distribution
     measures: QualityMeasures | None = None
 
@@ -88,7 +94,7 @@ class GateVerdict:
     def to_dict(self) -> dict:
         """The verdict as the web service and JSON files give it."""
         return {"verdict": str(self.verdict), "reason": self.reason, "quality": self.quality,
-                "ood_score": self.ood_score, "p_skin": self.p_skin, "advice": self.advice, "stopped": self.stopped}
+                "ood_score": self.ood_score, "p_skin": self.p_skin, "p_wide": self.p_wide, "advice": self.advice, "stopped": self.stopped}
 
 
 def not_checked() -> GateVerdict:

@@ -14,6 +14,7 @@ from PIL import Image
 
 from dermlens.data.io import ImageDecodeError, load_image
 from dermlens.explain.saliency import METHODS, overlay, saliency_map
+from dermlens.gate import Verdict
 from dermlens.predict import BUNDLED_MODEL_DIR, Analysis, Predictor
 from dermlens.taxonomy import OperatingPoint, Triage
 
@@ -99,6 +100,13 @@ TRIAGE_CALLS = {
 }
 
 
+def triage_call(analysis: Analysis) -> str:
+    """The heading of the page's answer: the triage in a few words, or the screening hint for a wide-field photo."""
+    if analysis.gate is not None and analysis.gate.verdict is Verdict.WIDE_FIELD:
+        return "Several spots? Use screening"
+    return TRIAGE_CALLS.get(analysis.triage, str(analysis.triage))
+
+
 def triage_summary(predictor: Predictor, analysis: Analysis) -> str:
     if analysis.stopped:  # the photo gate stopped it: say what to do instead
         return analysis.advice
@@ -162,7 +170,7 @@ def analyse(
         names={t["node"]: taxonomy[t["node"]].name for t in body["top5"]},  # display names of the top-5 diseases
         three_way=_named(predictor, taxonomy.level_nodes(1), body["probabilities"]),
         nine_way=_named(predictor, taxonomy.level_nodes(2), body["probabilities"]),
-        triage_call=TRIAGE_CALLS.get(analysis.triage, str(analysis.triage)),
+        triage_call=triage_call(analysis),
         triage_summary=triage_summary(predictor, analysis),
         operating_point={
             "node": op.node, "name": taxonomy[op.node].name, "threshold": op.threshold,
