@@ -159,11 +159,13 @@ def test_a_partial_run_resumes_without_doing_anything_twice(ray_cluster, photos,
     photos = Path(shutil.copytree(photos, tmp_path / "photos"))  # one of them is edited below
     files = files_of(photos)
     listed = tmp_path / "first.csv"  # the first part as a CSV list, the local path's input form
-    listed.write_text("image\n" + "".join(f"{f}\n" for f in files[:25]))
+    missing = tmp_path / "gone.jpg"  # unreadable: an error row without a content hash, kept as done
+    files.append(missing)
+    listed.write_text("image\n" + "".join(f"{f}\n" for f in [*files[:24], missing]))
     out = tmp_path / "out"
     result = CliRunner().invoke(app, ["predict", str(listed), "--backend", "ray", "--out", str(out), "--model",
                                       str(tiny_model_dir), "--actors", "1", "--no-progress"])
-    assert result.exit_code in (0, 1), result.output
+    assert result.exit_code == 1, result.output  # the unreadable file's error row, as the local path
     assert "25 photos, 25 predicted" in result.output and "photos/s" in result.output
     first = read_dataset(out)
     assert len(first) == 25
@@ -173,11 +175,12 @@ def test_a_partial_run_resumes_without_doing_anything_twice(ray_cluster, photos,
     changed.write_bytes(files[40].read_bytes())
     summary = predict_on_ray(files, out, model_dir=tiny_model_dir, resume=True, actors=1, progress=False,
                              photos_per_file=16)
-    assert summary.predicted == PHOTOS + 1 - 25 + 1 and summary.skipped == 24
+    assert summary.predicted == PHOTOS + 1 - 24 + 1 and summary.skipped == 24  # the rest, and the edited photo
     rows = read_dataset(out)
     keys = [(row["image"], row["content_sha256"]) for row in rows]
-    assert len(keys) == len(set(keys)) == PHOTOS + 2  # each (photo, content) once; the edited photo twice
+    assert len(keys) == len(set(keys)) == PHOTOS + 3  # each (photo, content) once; the edited photo twice
     assert {row["image"] for row in rows} == set(map(str, files))
+    assert [row["error"] for row in rows if row["image"] == str(missing)] == ["file not found"]
     assert not list((out / "predictions.parquet").glob(".*.tmp"))
     after_edit = [row for row in rows if row["image"] == str(changed)]
     assert len({row["content_sha256"] for row in after_edit}) == 2 and all(row["p_root"] for row in after_edit)

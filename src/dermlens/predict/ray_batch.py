@@ -136,11 +136,14 @@ def _as_prediction(row: dict, node_ids: Sequence[str]) -> Prediction:
 
 
 class PhotoAnalyser:
-    """One per Ray actor: one Predictor, loaded once. Each call takes a block of {image, done} (``done``: the content
-    hashes already written for that path, space-separated), predicts it ``batch_size`` photos at a time and writes
-    it as one Parquet part file, atomically, under a name fixed by the run and the block (a retried block replaces
-    its own file). Reading, hashing and decoding run in ``threads`` threads; the engine runs ``threads`` intra-op
-    threads (the CPUs Ray reserved for the actor). Returns what it wrote: one row {photos, errors}."""
+    """One per Ray actor: one Predictor, loaded once.
+
+    Each call takes a block of {image, done} (``done``: the content hashes already written for that path,
+    space-separated, "-" for a file that was unreadable), predicts the rest ``batch_size`` photos at a time and
+    writes them as one Parquet part file, atomically, under a name fixed by the run and the block (a retried block
+    replaces its own file). Reading, hashing and decoding run in ``threads`` threads; the engine runs ``threads``
+    intra-op threads (the CPUs Ray reserved for the actor). Returns what it wrote: one row {photos, predicted,
+    errors}."""
 
     def __init__(self, model_dir: str, engine: str, precision: str, tta: int, gate: bool, modality: str | None,
                  threads: int, batch_size: int, dataset: str, run_id: str):
@@ -175,7 +178,7 @@ class PhotoAnalyser:
 
         paths = [str(p) for p in block["image"]]
         hashes = self._map(file_sha256, paths)
-        todo = [k for k, (digest, done) in enumerate(zip(hashes, block["done"])) if not (digest and digest in done.split())]
+        todo = [k for k, (digest, done) in enumerate(zip(hashes, block["done"])) if (digest or "-") not in done.split()]
         predictions = [p for start in range(0, len(todo), self.batch_size)
                        for p in self.predict([paths[k] for k in todo[start:start + self.batch_size]])]
         if predictions:
@@ -311,7 +314,7 @@ class RaySummary:
                 f"results in {', '.join(map(str, self.outputs))}")
 
 
-def _start_ray(address: str | None, num_cpus: int | None) -> bool:
+def _start_ray(address: str | None) -> bool:
     """Join the cluster at ``address``, or start a local one; False when this process already runs Ray (a test,
     a notebook: used as it is and left running)."""
     ray = _ray()
@@ -321,7 +324,7 @@ def _start_ray(address: str | None, num_cpus: int | None) -> bool:
     if address:
         ray.init(address=address, logging_level="WARNING")
     else:  # "local": a new instance even when another one runs on this machine
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, logging_level="WARNING")
+        ray.init(address="local", include_dashboard=False, logging_level="WARNING")
     return True
 
 
@@ -368,12 +371,12 @@ def predict_on_ray(
     before = prepare_output(out_dir, settings, resume, retry_failed, overwrite)
     done: dict[str, list[str]] = {}
     for image, key in before:
-        done.setdefault(image, []).append(key)
-    items = [{"image": str(f), "done": " ".join(done.get(str(f), []))} for f in files]
+        done.setdefault(image, []).append(key or "-")
+    items = [{"image": str(f), "done": " ".join(done.get(str(f), []))} for f in files]  # "-": was unreadable
     run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"  # part names: which run, in time order
 
     started = time.perf_counter()
-    started_here = _start_ray(address, num_cpus=None)
+    started_here = _start_ray(address)
     summary.startup_seconds = time.perf_counter() - started
     try:
         summary.actors = actors or max(1, int(ray.cluster_resources().get("CPU", 1)) // cpus_per_actor)
