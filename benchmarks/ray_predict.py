@@ -140,10 +140,12 @@ class MemorySampler(threading.Thread):
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def run(arguments: list[str], sample_every: float | None = None, log: Path | None = None) -> dict:
+def run(arguments: list[str], sample_every: float | None = None, log: Path | None = None,
+        env: dict[str, str] | None = None) -> dict:
     command = [sys.executable, "-m", "dermlens", "predict", *arguments, "--no-progress", "--overwrite"]
     started = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, **(env or {})})
     out = Path(arguments[arguments.index("--out") + 1]) / "predictions.parquet"
     sampler = MemorySampler(process.pid, sample_every, log, out) if sample_every else None
     if sampler:
@@ -223,8 +225,11 @@ def main() -> None:
         big = write_list(args.out / f"photos-{args.big}.csv", photos[: args.big])
         log = args.out / "big-memory.jsonl"
         log.unlink(missing_ok=True)
+        # Ray's memory monitor kills actors when the MACHINE's memory passes 95%: on a shared machine other jobs'
+        # memory triggered it again and again (actors restarted, blocks redone); this run measures our own memory
         report["big"] = {"photos": args.big, **run([str(big), *model, "--backend", "ray", "--out",
-                                                    str(args.out / "ray-big")], sample_every=2.0, log=log)}
+                                                    str(args.out / "ray-big")], sample_every=2.0, log=log,
+                                                   env={"RAY_memory_monitor_refresh_ms": "0"})}
     report["uptime_after"] = uptime()
     (args.out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
     print(json.dumps(report, indent=1))
