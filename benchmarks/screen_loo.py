@@ -139,7 +139,7 @@ def collect(records, screener: Screener | None, detector: DetectorConfig, cache_
         return table
     table.update({k: np.array(v, dtype=np.float32) for k, v in feats.items()})
     table["p_malignant"] = np.asarray(screener.predictor.tree_sum.node(table["probs"].astype(np.float64),
-                                                                        screener.operating_point.node), float)
+                                                                        screener.predictor.config.operating_point_for("clinical").node), float)
     return table
 
 

@@ -100,7 +100,7 @@ def evaluate(
 def predict(
     paths: Annotated[list[Path], typer.Argument(help="Image files, folders, or CSV lists of images (column image/path, or the first).")],
     model: ModelOption = None,
-    format: Annotated[str, typer.Option("--format", help="csv or json (an array, valid after every batch and after Ctrl-C).")] = "csv",
+    format: Annotated[Optional[str], typer.Option("--format", help="csv or json (an array, valid after every batch and after Ctrl-C); --backend ray: parquet (the default) or csv (both).")] = None,
     out: Annotated[Optional[Path], typer.Option(file_okay=False, help="Write predictions.<format> into this folder instead of stdout.")] = None,
     tta: Annotated[Optional[int], typer.Option(min=1, max=8, help="Orientation views averaged (1-8: flips and right-angle turns). Default: 8 for up to 32 photos (the same answer however a photo is turned), 1 for more (a batch run; 8 costs eight times as much). --tta 1 turns it off.")] = None,
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
@@ -113,8 +113,15 @@ def predict(
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bar on stderr.")] = True,
     modality: Annotated[str, typer.Option(help="dermoscopic, clinical, or auto (recognised per image): picks the triage operating point.")] = "auto",
     gate: Annotated[bool, typer.Option("--gate/--no-gate", help="Check each photo first (not skin, poor photo, a wide-field photo for `dermlens screen`, out of distribution); --no-gate is for research and writes quality=not_checked.")] = True,
+    backend: Annotated[str, typer.Option(help="local (worker processes on this machine) or ray (Ray Data actor pool; Parquet in --out; docs/prediction.md).")] = "local",
+    ray_address: Annotated[Optional[str], typer.Option(help="--backend ray: an existing cluster's address (ray start --head prints it); default a local Ray for this run.")] = None,
+    actors: Annotated[Optional[int], typer.Option(min=1, help="--backend ray: actors, one model each; default as many as the cluster's CPUs hold.")] = None,
+    actor_cpus: Annotated[int, typer.Option(min=1, help="--backend ray: CPUs (engine threads) per actor.")] = 1,
 ):
-    """Per image: probability of every taxonomy node (p_<node>: the sum of the training classes at or below it), the most likely training class (top1_class; JSON: top5, the network's own outputs) and a triage call (refer/reassure, or retake/cannot_assess when the photo gate stops it: then no numbers)."""
+    """Per image: probability of every taxonomy node (p_<node>: the sum of the training classes at or below it), the most likely training class (top1_class; JSON: top5, the network's own outputs) and a triage call (refer/non_neoplastic/reassure, or retake/cannot_assess when the photo gate stops it: then no numbers)."""
+    if backend != "local":
+        return _predict_on_ray(**locals())  # every option, by name
+    format = format or "csv"
     # Every option is checked before the output file is touched (a mistake never costs earlier results) and before
     # torch and the model load (a mistake is told at once).
     if format not in ("csv", "json"):
@@ -159,6 +166,33 @@ def predict(
         typer.echo(f"{summary.total} images{skipped}, {summary.failed} failed{earlier}; predictions in {target} "
                    f"(engine: {summary.engine}, orientation views: {predictor.tta})", err=True)
     if summary.failed_in_file:  # the exit code describes the whole file, earlier runs' rows too
+        raise typer.Exit(1)
+
+
+def _predict_on_ray(paths, model, format, out, tta, batch_size, engine, precision, resume, retry_failed, overwrite,
+                    progress, modality, gate, backend, ray_address, actors, actor_cpus, workers):
+    """``predict --backend ray``: the same inputs, Parquet (and CSV) in --out; ray is imported only here."""
+    from dermlens.predict.batch import collect_inputs
+    from dermlens.predict.ray_batch import predict_on_ray
+
+    if backend != "ray":
+        raise typer.BadParameter(f"local or ray; got {backend!r}", param_hint="'--backend'")
+    if format not in (None, "parquet", "csv"):
+        raise typer.BadParameter(f"--backend ray writes parquet, or parquet and csv; got {format!r}", param_hint="'--format'")
+    if modality not in ("auto", "dermoscopic", "clinical"):
+        raise typer.BadParameter(f"auto, dermoscopic or clinical; got {modality!r}", param_hint="'--modality'")
+    if out is None:
+        raise typer.BadParameter("--backend ray writes a Parquet dataset: give --out (on a cluster, a folder every node can write)", param_hint="'--out'")
+    if (resume or retry_failed) and overwrite:
+        raise typer.BadParameter("--resume continues the results and --overwrite replaces them: give one", param_hint="'--overwrite'")
+    files = collect_inputs(paths, on_empty=lambda message: typer.echo(f"warning: {message}", err=True))
+    summary = predict_on_ray(
+        files, out, model_dir=model, engine=engine, precision=precision, tta=tta or 1, gate=gate,  # a batch: 1 view unless asked
+        modality=None if modality == "auto" else modality, batch_size=batch_size, address=ray_address, actors=actors,
+        cpus_per_actor=actor_cpus, resume=resume or retry_failed, retry_failed=retry_failed, overwrite=overwrite,
+        csv=format == "csv", progress=progress)
+    typer.echo(summary.line(), err=True)
+    if summary.failed_in_file:  # as the local path: the exit code describes every row of these photos
         raise typer.Exit(1)
 
 
