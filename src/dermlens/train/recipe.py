@@ -45,6 +45,7 @@ from dermlens.train.balance import class_balance
 from dermlens.train.checkpoint import has_checkpoint
 from dermlens.train.distributed import from_environment
 from dermlens.train.loop import RunFolder, RunFolderError, epoch_generator, learning_rate, set_learning_rate
+from dermlens.train.tree_loss import TreeSumLoss
 
 __all__ = ["TrainConfig", "TrainResult", "train", "train_one_epoch", "evaluate", "class_balance", "learning_rate",
            "selection_score", "RunFolderError", "choose_operating_point"]
@@ -63,6 +64,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     warmup_epochs: float = 1.0
     label_smoothing: float = 0.1
+    tree_loss_weight: float = 0.0  # > 0: also the NLL of the true 3- and 9-way nodes (train/tree_loss.py)
     balance: str = "sqrt"  # none | sqrt | tree | loss | sampler
     augment: str = "paper"  # paper | light | camera
     color_constancy: bool = True
@@ -86,6 +88,9 @@ class TrainResult:
 
 # Settings a resumed run may change: they do not alter what is learnt, only how fast or how long it waits.
 RESUMABLE_CHANGES = ("num_workers", "patience")
+# Settings added after runs were checkpointed, with the value that means "as before": left out of the resume check
+# at that value, so a checkpoint written before the setting existed still resumes.
+ADDED_SETTINGS = {"tree_loss_weight": 0.0}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -276,7 +281,11 @@ def train(
 
     # 4. Optimiser and schedule; criterion.
     optimizer = _optimizer(model, cfg)
-    criterion = torch.nn.CrossEntropyLoss(weight=loss_weights, label_smoothing=cfg.label_smoothing).to(world.device)
+    if cfg.tree_loss_weight:
+        criterion = TreeSumLoss(taxonomy, classes, cfg.tree_loss_weight, loss_weights, cfg.label_smoothing)
+    else:
+        criterion = torch.nn.CrossEntropyLoss(weight=loss_weights, label_smoothing=cfg.label_smoothing)
+    criterion = criterion.to(world.device)
     total_steps, warmup_steps = steps_per_epoch * cfg.epochs, int(cfg.warmup_epochs * steps_per_epoch)
 
     def lr_at(step: int) -> float:
@@ -285,7 +294,8 @@ def train(
     # 5. Resume where a killed run left off (the policy and the checks are train/loop.py's).
     if resume:
         world.same_everywhere(has_checkpoint(run.checkpoint_dir), f"whether {run.checkpoint_dir} holds a checkpoint")
-    state = run.start(model, optimizer, asdict(cfg), may_change=RESUMABLE_CHANGES,
+    settings = {k: v for k, v in asdict(cfg).items() if not (k in ADDED_SETTINGS and v == ADDED_SETTINGS[k])}
+    state = run.start(model, optimizer, settings, may_change=RESUMABLE_CHANGES,
                       data={"classes": [c.node for c in classes], "n_train": len(train_records)})
     config = ModelConfig(
         arch=cfg.arch, preprocessing=preprocessing, classes=list(classes),
