@@ -40,6 +40,7 @@ from dermlens.data.splits import pooled_split
 from dermlens.data.torch_dataset import RecordDataset
 from dermlens.data.transforms import build_eval_transform
 from dermlens.data.transforms import Preprocessing
+from dermlens.evaluate.operating_point import choose_operating_point
 from dermlens.models import create_backbone
 from dermlens.models.inference import predict_loader
 from dermlens.models.saved import load_weights
@@ -124,21 +125,35 @@ def ensemble(model_dirs: list[Path], parts: dict) -> None:
 CHANGES = ("jpeg_30", "half_resolution", "blur_1.5")  # the three changes of issue 30 that cost most
 
 
+def referral_thresholds(predictor, class_probs, records, sensitivity: float = 0.9) -> np.ndarray:
+    """Each photo's referral threshold: the one for its modality that keeps ``sensitivity`` of the malignant
+    unchanged validation photos, chosen here as training chooses it, so that a model saved mid-run (with no
+    operating points yet) is scored like a finished one."""
+    assignment = ClassAssignment(predictor.taxonomy, predictor.config.classes)
+    thresholds = np.zeros(len(records))
+    for modality in {r.modality for r in records}:
+        mask = np.array([r.modality == modality for r in records])
+        point = choose_operating_point(predictor.taxonomy, assignment, class_probs[mask],
+                                       [r.node for r, m in zip(records, mask) if m], sensitivity)
+        thresholds[mask] = point.threshold
+    return thresholds
+
+
 def changed_photos(model_dirs: list[Path], parts: dict, changes=CHANGES) -> None:
     """Each model on the validation photos as they are, then changed: figures, answers changed, P(malignant) moved."""
     val = parts["val"]
     for model_dir in model_dirs:
         predictor = Predictor(model_dir, engine="torch")
         base_transform, column = predictor.transform, predictor.node_ids.index("malignant")
-        thresholds = np.array([predictor.config.operating_point_for(r.modality).threshold for r in val])
         reference = None
         for change in ("none", *changes):
             predictor.transform = base_transform if change == "none" else T.Compose([everyday_change(change), base_transform])
-            probs = predictor.node_probabilities(predictor.predict_records(val, progress=False))
+            class_probs = predictor.predict_records(val, progress=False)
+            probs = predictor.node_probabilities(class_probs)
             figures = source_figures(predictor.taxonomy, predictor.node_ids, probs, val)
             malignant = probs[:, column]
             if reference is None:
-                reference = malignant
+                reference, thresholds = malignant, referral_thresholds(predictor, class_probs, val)
             else:
                 figures["answers changed"] = float(np.mean((malignant >= thresholds) != (reference >= thresholds)))
                 figures["mean |dP(mal)|"] = float(np.mean(np.abs(malignant - reference)))
