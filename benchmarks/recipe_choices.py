@@ -6,6 +6,7 @@ other clinics is not one this project wants.
     python benchmarks/recipe_choices.py --frozen                              # frozen ImageNet features: sources,
                                                                               # colour constancy, input size
     python benchmarks/recipe_choices.py --speed                               # training step: fp32 vs bf16
+    python benchmarks/recipe_choices.py --augment-cost                        # ms per photo of each augmentation
     python benchmarks/recipe_choices.py --ensemble runs/a/model runs/b/model  # each model, then their mean
     python benchmarks/recipe_choices.py --changes runs/a/model runs/b/model   # each model on changed photos
     python benchmarks/recipe_choices.py --ham-recall OLD_HAM_ONLY src/dermlens/weights  # HAM10000 recall per class
@@ -38,7 +39,7 @@ from dermlens.data.corruptions import everyday_change
 from dermlens.data.datasets import load_pooled
 from dermlens.data.splits import pooled_split
 from dermlens.data.torch_dataset import RecordDataset
-from dermlens.data.transforms import build_eval_transform
+from dermlens.data.transforms import build_eval_transform, build_train_transform
 from dermlens.data.transforms import Preprocessing
 from dermlens.evaluate.operating_point import choose_operating_point
 from dermlens.models import create_backbone
@@ -247,6 +248,26 @@ def speed(size: int = 192, batch: int = 32, steps: int = 6) -> None:
               f"({torch.get_num_threads()} threads)", flush=True)
 
 
+def augment_cost(parts: dict, size: int = 224, per_source: int = 100, seed: int = 0) -> None:
+    """Milliseconds per training photo of each augmentation (decoding included), on the same photos of each source:
+    what an augmentation adds to the loader workers' share of the cores."""
+    from dermlens.data.io import load_image
+
+    rng = np.random.default_rng(seed)
+    photos = []
+    for source in SOURCES:
+        pool = [r for r in parts["train"] if r.source == source]
+        photos += [pool[i].path for i in rng.choice(len(pool), min(per_source, len(pool)), replace=False)]
+    pre = replace(create_backbone("efficientnet_lite0", num_classes=2, pretrained=False)[1], size=size)
+    for strength in ("paper", "robust", "paper", "robust"):  # twice each: the second pass has warm file caches
+        transform, started = build_train_transform(pre, strength), time.perf_counter()
+        torch.manual_seed(seed)
+        for path in photos:
+            transform(load_image(path))
+        print(f"augment {strength}, {size}px: {1000 * (time.perf_counter() - started) / len(photos):.1f} ms per photo "
+              f"({len(photos)} training photos, one process)", flush=True)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=None)
@@ -257,6 +278,7 @@ def main(argv=None) -> int:
     parser.add_argument("--ham-recall", type=Path, nargs="+", default=None,
                         help="Model folders (earlier taxonomies too): recall of each HAM10000 diagnosis on its val split.")
     parser.add_argument("--speed", action="store_true")
+    parser.add_argument("--augment-cost", action="store_true", help="ms per photo of the paper and robust augmentations.")
     parser.add_argument("--data-root", type=Path, default=DATA_ROOT)
     parser.add_argument("--per-source", type=int, default=2000, help="Frozen mode: training images per source.")
     parser.add_argument("--seed", type=int, default=0)
@@ -265,12 +287,14 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.speed:
         speed()
-    if args.model or args.frozen or args.ensemble or args.changes or args.ham_recall:
+    if args.model or args.frozen or args.ensemble or args.changes or args.ham_recall or args.augment_cost:
         parts = pooled_split(load_pooled([args.data_root / s for s in SOURCES]))
         if args.model:
             fine_tuned(args.model, parts, [int(t) for t in args.ttas.split(",")], [int(s) for s in args.sizes.split(",") if s])
         if args.ensemble:
             ensemble(args.ensemble, parts)
+        if args.augment_cost:
+            augment_cost(parts)
         if args.ham_recall:
             ham_recall(args.ham_recall, parts)
         if args.changes:
