@@ -6,6 +6,7 @@
     AdamW, linear warm-up then cosine decay (train/loop.py: a pure function of the step, so a resumed run follows
     the same curve)
     class imbalance: square-root re-balancing, half by sampling and half by loss weights (train/balance.py)
+    optionally (--tree-loss-weight) also the NLL of the true 3- and 9-way nodes from the tree sum (train/tree_loss.py)
     every epoch: validate, checkpoint, log; keep the best model (balanced accuracy over training classes, averaged
     over the validation sources so that each dataset counts alike); stop early when validation stops improving
     at the end: choose the referral threshold on validation data for a target sensitivity, overall and per
