@@ -6,10 +6,18 @@ other clinics is not one this project wants.
     python benchmarks/recipe_choices.py --frozen                              # frozen ImageNet features: sources,
                                                                               # colour constancy, input size
     python benchmarks/recipe_choices.py --speed                               # training step: fp32 vs bf16
+    python benchmarks/recipe_choices.py --augment-cost                        # ms per photo of each augmentation
     python benchmarks/recipe_choices.py --ensemble runs/a/model runs/b/model  # each model, then their mean
+    python benchmarks/recipe_choices.py --changes runs/a/model runs/b/model   # each model on changed photos
+    python benchmarks/recipe_choices.py --ham-recall OLD_HAM_ONLY src/dermlens/weights  # HAM10000 recall per class
 
 Validation sources: HAM10000 `val` (7-class balanced accuracy, melanoma vs nevus AUC), ISIC 2017 `val` (melanoma
-AUC, seborrheic keratosis AUC), DermNet `val` (3-way accuracy, malignant vs benign AUC among neoplastic photos).
+AUC, seborrheic keratosis AUC), DermNet `val` (3-way accuracy, malignant vs benign AUC among neoplastic photos,
+malignant vs non-neoplastic AUC: the rashes a clinical triage must not refer).
+``--changes`` also scores the validation photos changed in everyday ways (JPEG quality 30, half the resolution,
+Gaussian blur sigma 1.5 px; ``dermlens.data.corruptions``): the same figures, the share of refer/reassure answers
+that change against the unchanged photo (at the model's operating point for the photo's modality) and the mean
+change of P(malignant): what a robustness augmentation is for.
 """
 from __future__ import annotations
 
@@ -25,12 +33,18 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.preprocessing import StandardScaler
 from torch.utils.data import DataLoader
+from torchvision.transforms import v2 as T
 
+from dermlens.data.corruptions import everyday_change
 from dermlens.data.datasets import load_pooled
 from dermlens.data.splits import pooled_split
 from dermlens.data.torch_dataset import RecordDataset
-from dermlens.data.transforms import build_eval_transform
+from dermlens.data.transforms import build_eval_transform, build_train_transform
+from dermlens.data.transforms import Preprocessing
+from dermlens.evaluate.operating_point import choose_operating_point
 from dermlens.models import create_backbone
+from dermlens.models.inference import predict_loader
+from dermlens.models.saved import load_weights
 from dermlens.models.features import extract_features
 from dermlens.predict import Predictor
 from dermlens.taxonomy import ClassAssignment, default_taxonomy, partition, tree_sum_matrix
@@ -70,11 +84,13 @@ def source_figures(taxonomy, node_ids, node_probs, records) -> dict[str, float]:
             out["DermNet 3-way"] = float(np.mean(predicted == truth))
             neo = ~under(taxonomy, nodes, "non_neoplastic")
             out["DermNet mal/ben AUC"] = roc_auc_score(under(taxonomy, nodes, "malignant")[neo], p("malignant", mask)[neo])
+            malignant = under(taxonomy, nodes, "malignant")
+            out["DermNet mal/non-neo AUC"] = roc_auc_score(malignant[malignant | ~neo], p("malignant", mask)[malignant | ~neo])
     return out
 
 
 def print_row(name: str, figures: dict[str, float]) -> None:
-    print(f"{name:<44}" + "  ".join(f"{k} {v:.3f}" for k, v in figures.items()), flush=True)
+    print(f"{name:<44}  " + "  ".join(f"{k} {v:.3f}" for k, v in figures.items()), flush=True)
 
 
 # ------------------------------------------------------------------------------------------- the fine-tuned model
@@ -105,6 +121,67 @@ def ensemble(model_dirs: list[Path], parts: dict) -> None:
         print_row(f"{model_dir} ({size}px, {1000 * seconds / len(val):.0f} ms/img)",
                   source_figures(predictor.taxonomy, predictor.node_ids, node_probs[-1], val))
     print_row(f"mean of the {len(model_dirs)}", source_figures(predictor.taxonomy, predictor.node_ids, np.mean(node_probs, 0), val))
+
+
+CHANGES = ("jpeg_30", "half_resolution", "blur_1.5")  # the three changes of issue 30 that cost most
+
+
+def referral_thresholds(predictor, class_probs, records, sensitivity: float = 0.9) -> np.ndarray:
+    """Each photo's referral threshold: the one for its modality that keeps ``sensitivity`` of the malignant
+    unchanged validation photos, chosen here as training chooses it, so that a model saved mid-run (with no
+    operating points yet) is scored like a finished one."""
+    assignment = ClassAssignment(predictor.taxonomy, predictor.config.classes)
+    thresholds = np.zeros(len(records))
+    for modality in {r.modality for r in records}:
+        mask = np.array([r.modality == modality for r in records])
+        point = choose_operating_point(predictor.taxonomy, assignment, class_probs[mask],
+                                       [r.node for r, m in zip(records, mask) if m], sensitivity)
+        thresholds[mask] = point.threshold
+    return thresholds
+
+
+def changed_photos(model_dirs: list[Path], parts: dict, changes=CHANGES) -> None:
+    """Each model on the validation photos as they are, then changed: figures, answers changed, P(malignant) moved."""
+    val = parts["val"]
+    for model_dir in model_dirs:
+        predictor = Predictor(model_dir, engine="torch")
+        base_transform, column = predictor.transform, predictor.node_ids.index("malignant")
+        reference = None
+        for change in ("none", *changes):
+            predictor.transform = base_transform if change == "none" else T.Compose([everyday_change(change), base_transform])
+            class_probs = predictor.predict_records(val, progress=False)
+            probs = predictor.node_probabilities(class_probs)
+            figures = source_figures(predictor.taxonomy, predictor.node_ids, probs, val)
+            malignant = probs[:, column]
+            if reference is None:
+                reference, thresholds = malignant, referral_thresholds(predictor, class_probs, val)
+            else:
+                figures["answers changed"] = float(np.mean((malignant >= thresholds) != (reference >= thresholds)))
+                figures["mean |dP(mal)|"] = float(np.mean(np.abs(malignant - reference)))
+            print_row(f"{model_dir}, {change}", figures)
+
+
+def ham_recall(model_dirs: list[Path], parts: dict) -> None:
+    """Recall of each of HAM10000's 7 diagnoses on its validation split: where a model's 7-class balanced accuracy
+    goes. The weights are read directly, so a model made for an earlier taxonomy (the HAM10000-only one, whose 7
+    classes are nodes of today's tree too) loads as well; a pooled model's classes are summed up to the 7 nodes."""
+    taxonomy = default_taxonomy()
+    val = [r for r in parts["val"] if r.source == "ham10000"]
+    nodes = sorted({r.node for r in val})
+    truth = np.array([nodes.index(r.node) for r in val])
+    print(f"{'HAM10000 val recall':<44}  " + "  ".join(f"{n} (n={np.sum(truth == i)})" for i, n in enumerate(nodes)))
+    for model_dir in model_dirs:
+        weights, config = load_weights(model_dir)
+        class_nodes = [c["node"] for c in config["classes"]]
+        model, _ = create_backbone(config["arch"], len(class_nodes), pretrained=False)
+        model.load_state_dict(weights)
+        loader = DataLoader(RecordDataset(val, build_eval_transform(Preprocessing.from_dict(config["preprocessing"]))),
+                            batch_size=32, num_workers=2)
+        probs = predict_loader(model.eval(), loader).numpy()
+        at_or_below = np.array([[c == n or n in taxonomy.ancestors(c) for c in class_nodes] for n in nodes], float)
+        predicted = (probs @ at_or_below.T).argmax(1)
+        recall = {n: float(np.mean(predicted[truth == i] == i)) for i, n in enumerate(nodes)}
+        print_row(f"{model_dir} ({len(class_nodes)} classes)", {**recall, "bacc7": float(np.mean(list(recall.values())))})
 
 
 # ------------------------------------------------------------------------------------------- frozen features
@@ -171,12 +248,37 @@ def speed(size: int = 192, batch: int = 32, steps: int = 6) -> None:
               f"({torch.get_num_threads()} threads)", flush=True)
 
 
+def augment_cost(parts: dict, size: int = 224, per_source: int = 100, seed: int = 0) -> None:
+    """Milliseconds per training photo of each augmentation (decoding included), on the same photos of each source:
+    what an augmentation adds to the loader workers' share of the cores."""
+    from dermlens.data.io import load_image
+
+    rng = np.random.default_rng(seed)
+    photos = []
+    for source in SOURCES:
+        pool = [r for r in parts["train"] if r.source == source]
+        photos += [pool[i].path for i in rng.choice(len(pool), min(per_source, len(pool)), replace=False)]
+    pre = replace(create_backbone("efficientnet_lite0", num_classes=2, pretrained=False)[1], size=size)
+    for strength in ("paper", "robust", "paper", "robust"):  # twice each: the second pass has warm file caches
+        transform, started = build_train_transform(pre, strength), time.perf_counter()
+        torch.manual_seed(seed)
+        for path in photos:
+            transform(load_image(path))
+        print(f"augment {strength}, {size}px: {1000 * (time.perf_counter() - started) / len(photos):.1f} ms per photo "
+              f"({len(photos)} training photos, one process)", flush=True)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=None)
     parser.add_argument("--frozen", action="store_true")
     parser.add_argument("--ensemble", type=Path, nargs="+", default=None, help="Model folders: each alone, then their mean.")
+    parser.add_argument("--changes", type=Path, nargs="+", default=None,
+                        help="Model folders: each on the validation photos unchanged, JPEG 30, half resolution, blur 1.5.")
+    parser.add_argument("--ham-recall", type=Path, nargs="+", default=None,
+                        help="Model folders (earlier taxonomies too): recall of each HAM10000 diagnosis on its val split.")
     parser.add_argument("--speed", action="store_true")
+    parser.add_argument("--augment-cost", action="store_true", help="ms per photo of the paper and robust augmentations.")
     parser.add_argument("--data-root", type=Path, default=DATA_ROOT)
     parser.add_argument("--per-source", type=int, default=2000, help="Frozen mode: training images per source.")
     parser.add_argument("--seed", type=int, default=0)
@@ -185,12 +287,18 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.speed:
         speed()
-    if args.model or args.frozen or args.ensemble:
+    if args.model or args.frozen or args.ensemble or args.changes or args.ham_recall or args.augment_cost:
         parts = pooled_split(load_pooled([args.data_root / s for s in SOURCES]))
         if args.model:
             fine_tuned(args.model, parts, [int(t) for t in args.ttas.split(",")], [int(s) for s in args.sizes.split(",") if s])
         if args.ensemble:
             ensemble(args.ensemble, parts)
+        if args.augment_cost:
+            augment_cost(parts)
+        if args.ham_recall:
+            ham_recall(args.ham_recall, parts)
+        if args.changes:
+            changed_photos(args.changes, parts)
         if args.frozen:
             frozen(parts, args.per_source, args.seed)
     return 0

@@ -12,8 +12,10 @@ from hypothesis import strategies as st
 from PIL import Image
 from torchvision.transforms import v2 as T
 
+from dermlens.data.corruptions import Corruption, Downscale, GaussianBlur, GaussianNoise, JpegQuality, WhiteBalance
 from dermlens.data.synthetic import render_lesion
 from dermlens.data.transforms import (
+    ROBUST_P,
     Preprocessing,
     RandomResolution,
     RandomRotateInscribedCrop,
@@ -159,8 +161,46 @@ def test_camera_augmentation_sees_other_resolutions_aspects_and_jpeg_and_stays_r
         outputs.append(transform(image))
     assert outputs[0].shape == (3, 48, 48) and outputs[0].dtype == torch.float32
     assert torch.equal(outputs[0], outputs[1]) and not torch.equal(outputs[0], outputs[2])
-    with pytest.raises(ValueError, match="augment must be one of paper, light, camera; got 'heavy'"):
+    with pytest.raises(ValueError, match="augment must be one of paper, light, robust, camera; got 'heavy'"):
         build_train_transform(pre, strength="heavy")
+
+
+def test_robust_augmentation_is_paper_on_a_photo_changed_the_everyday_ways_and_stays_reproducible(monkeypatch):
+    pre = Preprocessing(size=48)
+    robust, paper = build_train_transform(pre, strength="robust"), build_train_transform(pre, strength="paper")
+    kinds = [type(t) for t in robust.transforms]
+    changes = [t for t in robust.transforms if isinstance(t, Corruption)]
+    for kind in (Downscale, GaussianBlur, GaussianNoise, WhiteBalance, JpegQuality):
+        assert kind in kinds
+    # The photo is changed at its own resolution, as the robustness benchmark changes it, before the paper's crop;
+    # after the changes the steps are the paper's, with the paper's settings.
+    assert kinds.index(T.RandomResizedCrop) > max(kinds.index(type(c)) for c in changes)
+    assert [repr(t) for t in robust.transforms if not isinstance(t, Corruption)] == [repr(t) for t in paper.transforms]
+    jpeg = next(c for c in changes if isinstance(c, JpegQuality))
+    assert jpeg.quality == (30, 95) and all(c.p <= ROBUST_P for c in changes)
+
+    image = render_lesion("melanoma", np.random.default_rng(3), size=120).crop((0, 0, 120, 90))
+    outputs = []
+    for seed in (5, 5, 6):
+        torch.manual_seed(seed)
+        outputs.append(robust(image))
+    assert outputs[0].shape == (3, 48, 48) and outputs[0].dtype == torch.float32
+    assert torch.equal(outputs[0], outputs[1]) and not torch.equal(outputs[0], outputs[2])
+
+    # Each change reaches about ROBUST_P of the photos: most photos keep the paper's augmentation alone or one change.
+    applied = {type(c).__name__: 0 for c in changes}
+    for change in changes:
+        def counting(img, _name=type(change).__name__, _apply=change.apply, **params):
+            applied[_name] += 1
+            return _apply(img, **params)
+        monkeypatch.setattr(change, "apply", counting)
+    torch.manual_seed(0)
+    small = image.resize((40, 30))
+    for _ in range(400):
+        robust(small)
+    for name, count in applied.items():
+        share = [c.p for c in changes if type(c).__name__ == name][0]
+        assert abs(count / 400 - share) < 0.07, (name, count)
 
 
 def test_random_squash_stretches_one_axis_and_random_resolution_shrinks_within_bounds():

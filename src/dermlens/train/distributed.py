@@ -60,9 +60,12 @@ class ShardedBatchSampler(Sampler[list[int]]):
 def weighted_loss_terms(logits: torch.Tensor, targets: torch.Tensor, criterion: torch.nn.CrossEntropyLoss):
     """(sum of the per-image losses, sum of their class weights): the two halves of CrossEntropyLoss's weighted mean,
     so that a mean over several processes' images can be formed from their sums."""
-    per_image = torch.nn.functional.cross_entropy(
-        logits, targets, weight=criterion.weight, reduction="none", label_smoothing=criterion.label_smoothing
-    )
+    if hasattr(criterion, "per_image"):  # e.g. train.tree_loss.TreeSumLoss: cross-entropy plus more per image
+        per_image = criterion.per_image(logits, targets)
+    else:
+        per_image = torch.nn.functional.cross_entropy(
+            logits, targets, weight=criterion.weight, reduction="none", label_smoothing=criterion.label_smoothing
+        )
     weights = criterion.weight[targets] if criterion.weight is not None else torch.ones_like(per_image)
     return per_image.sum(), weights.sum()
 

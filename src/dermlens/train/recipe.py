@@ -8,6 +8,7 @@
     class imbalance: sampled down the taxonomy by square roots, first-level groups then classes within them
     (balance="tree", the default; "sqrt" is square-root re-balancing, half by sampling and half by loss weights;
     train/balance.py)
+    optionally (--tree-loss-weight) also the NLL of the true 3- and 9-way nodes from the tree sum (train/tree_loss.py)
     every epoch: validate, checkpoint, log; keep the best model (balanced accuracy over training classes, averaged
     over the validation sources so that each dataset counts alike); stop early when validation stops improving
     at the end: choose the referral threshold on validation data for a target sensitivity, overall and per
@@ -47,6 +48,7 @@ from dermlens.train.balance import class_balance
 from dermlens.train.checkpoint import has_checkpoint
 from dermlens.train.distributed import from_environment
 from dermlens.train.loop import RunFolder, RunFolderError, epoch_generator, learning_rate, set_learning_rate
+from dermlens.train.tree_loss import TreeSumLoss
 
 __all__ = ["TrainConfig", "TrainResult", "train", "train_one_epoch", "evaluate", "class_balance", "learning_rate",
            "selection_score", "RunFolderError", "choose_operating_points"]
@@ -65,8 +67,9 @@ class TrainConfig:
     weight_decay: float = 1e-4
     warmup_epochs: float = 1.0
     label_smoothing: float = 0.1
+    tree_loss_weight: float = 0.0  # > 0: also the NLL of the true 3- and 9-way nodes (train/tree_loss.py)
     balance: str = "tree"  # none | sqrt | tree | loss | sampler; tree: the bundled model's recipe (README)
-    augment: str = "paper"  # paper | light | camera
+    augment: str = "paper"  # paper | light | robust | camera
     color_constancy: bool = True
     patience: int = 4  # epochs without validation improvement before stopping
     target_sensitivity: float = 0.9  # for the referral threshold on P(malignant)
@@ -88,6 +91,9 @@ class TrainResult:
 
 # Settings a resumed run may change: they do not alter what is learnt, only how fast or how long it waits.
 RESUMABLE_CHANGES = ("num_workers", "patience")
+# Settings added after runs were checkpointed, with the value that means "as before": left out of the resume check
+# at that value, so a checkpoint written before the setting existed still resumes.
+ADDED_SETTINGS = {"tree_loss_weight": 0.0}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -278,7 +284,11 @@ def train(
 
     # 4. Optimiser and schedule; criterion.
     optimizer = _optimizer(model, cfg)
-    criterion = torch.nn.CrossEntropyLoss(weight=loss_weights, label_smoothing=cfg.label_smoothing).to(world.device)
+    if cfg.tree_loss_weight:
+        criterion = TreeSumLoss(taxonomy, classes, cfg.tree_loss_weight, loss_weights, cfg.label_smoothing)
+    else:
+        criterion = torch.nn.CrossEntropyLoss(weight=loss_weights, label_smoothing=cfg.label_smoothing)
+    criterion = criterion.to(world.device)
     total_steps, warmup_steps = steps_per_epoch * cfg.epochs, int(cfg.warmup_epochs * steps_per_epoch)
 
     def lr_at(step: int) -> float:
@@ -287,7 +297,8 @@ def train(
     # 5. Resume where a killed run left off (the policy and the checks are train/loop.py's).
     if resume:
         world.same_everywhere(has_checkpoint(run.checkpoint_dir), f"whether {run.checkpoint_dir} holds a checkpoint")
-    state = run.start(model, optimizer, asdict(cfg), may_change=RESUMABLE_CHANGES,
+    settings = {k: v for k, v in asdict(cfg).items() if not (k in ADDED_SETTINGS and v == ADDED_SETTINGS[k])}
+    state = run.start(model, optimizer, settings, may_change=RESUMABLE_CHANGES,
                       data={"classes": [c.node for c in classes], "n_train": len(train_records)})
     config = ModelConfig(
         arch=cfg.arch, preprocessing=preprocessing, classes=list(classes),
