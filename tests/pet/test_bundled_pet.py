@@ -1,5 +1,6 @@
-"""The PET networks shipped with dermlens: they load, they delineate, and `dermlens pet evaluate --out DIR` alone
-evaluates them on a newly simulated test set. Their accuracy is measured in weights/pet/README.md, not here."""
+"""The PET networks shipped with dermlens: they load, they delineate, they beat the baselines on a small set of images
+neither their training nor the documented test set used, and `dermlens pet evaluate --out DIR` alone evaluates them
+on a newly simulated test set. Their documented figures are checked by `benchmarks/pet.py --shipped`."""
 from __future__ import annotations
 
 import json
@@ -9,7 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from dermlens.cli import app
-from dermlens.pet.baselines import default_margin, tumour_voi
+from dermlens.evaluate.bootstrap import bootstrap_ci
+from dermlens.pet.baselines import default_margin, threshold_max, tumour_voi
 from dermlens.pet.bundled import (
     BUNDLED_PET_DIR,
     FRESH_TEST_SEED,
@@ -17,11 +19,33 @@ from dermlens.pet.bundled import (
     evaluate_on_fresh_test_set,
     training_simulator,
 )
+from dermlens.pet.evaluation import per_image_scores
 from dermlens.pet.simulator import simulate_images
 from dermlens.pet.training import load_pet_model, predict_fractions
 from dermlens.segment.metrics import fuzzy_dice
 
 TINY = ["--n-test", "6", "--n-boot", "20", "--quiet"]
+# A set of its own: seed 0 drew the training images, seed 1 the documented test set (weights/pet/figures.json).
+CHECK_SEED, CHECK_IMAGES = 2, 120
+
+
+@pytest.fixture(scope="module")
+def fresh_scores():
+    """Per-image fuzzy Dice and area error of the three methods, scored as `dermlens pet evaluate` scores them."""
+    simulator = training_simulator(bundled_model_dirs())
+    samples = simulate_images(simulator, CHECK_SEED, range(CHECK_IMAGES))
+    images, truth = np.stack([s.image for s in samples]), np.stack([s.fraction for s in samples]).astype(np.float64)
+    boxes = np.stack([tumour_voi(t, default_margin(simulator.fwhm_mm, simulator.pixel_mm)) for t in truth])
+    fraction, binary = (predict_fractions(load_pet_model(folder)[0], images) for folder in bundled_model_dirs())
+    predictions = {"fraction": fraction * boxes, "binary_unet": (binary >= 0.5) * boxes,
+                   "threshold40": np.stack([threshold_max(image, box) for image, box in zip(images, boxes)])}
+    return {method: per_image_scores(pred.astype(np.float64), truth) for method, pred in predictions.items()}
+
+
+def _paired_interval(scores, metric: str, baseline: str) -> tuple[float, float]:
+    """95% paired-bootstrap interval of the mean per-image difference, fraction network minus the baseline."""
+    return bootstrap_ci(lambda a, b: float(np.mean(a - b)), [scores["fraction"][metric], scores[baseline][metric]],
+                        n=500, seed=0)
 
 
 def test_the_bundled_networks_load_with_their_provenance():
@@ -84,3 +108,23 @@ def test_networks_trained_on_different_simulators_need_one_given_test_set(tmp_pa
     (other / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match="differently simulated.*--data"):
         evaluate_on_fresh_test_set(tmp_path / "out", [fraction, other], n_test=2, n_boot=5, progress=False)
+
+
+# The images are fixed (seed 2), so these are deterministic up to floating-point differences between CPUs, far below
+# the effects: each claim must hold with the whole 95% paired-bootstrap interval on the right side of 0, i.e. by a
+# margin the 120 images measure, not by a hair.
+# (Against the binary U-Net on area error the shipped networks differ by less than 120 images resolve; the benchmark's
+# 500 images check that.)
+def test_the_shipped_fraction_network_estimates_area_better_than_the_threshold(fresh_scores):
+    assert _paired_interval(fresh_scores, "area_error", "threshold40")[1] < 0
+
+
+def test_the_shipped_fraction_network_delineates_better_than_the_binary_unet(fresh_scores):
+    assert _paired_interval(fresh_scores, "fuzzy_dice", "binary_unet")[0] > 0
+
+
+@pytest.mark.xfail(strict=True, reason="issue 26: the shipped networks are demonstration-sized (3 epochs, base "
+                   "width 8) and lose to the threshold on fuzzy Dice (-0.075 on these images); networks of the "
+                   "30-epoch recipe must pass (then remove this mark)")
+def test_the_shipped_fraction_network_delineates_better_than_the_threshold(fresh_scores):
+    assert _paired_interval(fresh_scores, "fuzzy_dice", "threshold40")[0] > 0

@@ -11,6 +11,7 @@ comparison with a 40%-of-maximum threshold.
 - ``evaluation``  evaluate_pet: metrics.json with bootstrap CIs, by tumour size and dose; ``report`` its HTML
 - ``study``       simulate + train both + evaluate in one call
 - ``bundled``     the small fraction and binary networks shipped in ``weights/pet/``, evaluated on a new test set
+- ``figures``     their documented figures (``weights/pet/figures.json``) and the check against them and the claim
 
 The ``dermlens pet`` commands are in ``dermlens.cli.pet``.
 """
