@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from dataclasses import replace
@@ -37,18 +36,9 @@ from dermlens.pet.figures import FIGURES_FILE, check_figures, documented_figures
 from dermlens.pet.simulator import SimulatorConfig
 from dermlens.pet.study import TEST_SEED_OFFSET, summary_lines
 from dermlens.pet.training import MODEL_FILE, PETTrainConfig, train_pet
+from dermlens.runtime import cpu_name
 
 SHIPPED_TEST_IMAGES = 500  # what `dermlens pet evaluate --out DIR` draws
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def shipped(args) -> int:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ from sklearn.metrics import roc_auc_score
 from dermlens.data.corruptions import EVERYDAY_CHANGES, everyday_change
 from dermlens.data.datasets import load_records
 from dermlens.evaluate.bootstrap import bootstrap_ci
+from dermlens.runtime import cpu_name
 
 DATA_ROOT = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 UNCHANGED = "none"
@@ -266,16 +266,6 @@ def markdown(results: dict, changes: list[str], tta: int, header: str) -> str:
                                       if t in f["tasks"] else "– | –" for t in tasks))
             lines.append(f"| {label} | {cells} |")
     return "\n".join(lines) + "\n"
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 # -- timing ----------------------------------------------------------------------------------------------------------

@@ -3,7 +3,6 @@ patients and scored on another (a held-out cell). Nothing here sees the held-out
 from __future__ import annotations
 
 import itertools
-import platform
 from pathlib import Path
 
 import numpy as np
@@ -12,19 +11,10 @@ from screen import hit_probability  # beside this script
 from dermlens.screen.describe import head_features as descriptor_head_features
 from dermlens.screen.score import cosine_distance_to_others, knn_distance, mixed_scores
 from dermlens.screen.ugly_duckling import DucklingRanker
+from dermlens.runtime import cpu_name
 
 UD_COMPONENTS = ("knn_embedding", "knn_descriptors", "p_malignant")
 WEIGHT_GRID = (0.0, 0.25, 0.5, 1.0)
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def head_features(table: dict, index: np.ndarray, recipe: str) -> np.ndarray:

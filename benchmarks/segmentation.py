@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ from pathlib import Path
 import torch
 
 from dermlens.segment.evaluation import evaluate_dataset
+from dermlens.runtime import cpu_name
 from dermlens.segment.figures import (
     FIGURES_FILE,
     TARGETS,
@@ -36,16 +36,6 @@ from dermlens.segment.figures import (
 )
 
 SETS = {"ham10000_test": ("ham10000", "test"), "ph2": ("ph2", None)}
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main() -> int:

@@ -29,17 +29,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from dermlens.runtime import cpu_name
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def dermlens_command() -> list[str]:

@@ -15,6 +15,7 @@ DERMLENS_NO_JEMALLOC=1.
 from __future__ import annotations
 
 import os
+import platform
 import sys
 from pathlib import Path
 
@@ -50,3 +51,14 @@ def reexec_with_jemalloc() -> None:
     if env is None:
         return
     os.execve(sys.executable, [sys.executable, "-m", "dermlens", *sys.argv[1:]], env)
+
+
+def cpu_name() -> str:
+    """The CPU's model name, which every benchmark prints beside its figures (machines vary between sessions)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

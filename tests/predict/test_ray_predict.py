@@ -142,7 +142,7 @@ def test_results_are_not_added_to_or_mixed_with_other_settings(first_run, photos
         predict_on_ray(files, out, model_dir=tiny_model_dir, progress=False)
     with pytest.raises(OutputMismatchError) as refused:
         predict_on_ray(files, out, model_dir=tiny_model_dir, resume=True, tta=2, gate=False, progress=False)
-    assert "tta 1 -> 2" in str(refused.value) and "gate True -> False" in str(refused.value)
+    assert "tta: 1 -> 2" in str(refused.value) and "gate on: True -> False" in str(refused.value)
     assert "engine" not in str(refused.value)  # only what changed is named
     assert len(read_dataset(out)) == PHOTOS + 1  # nothing was touched
 
