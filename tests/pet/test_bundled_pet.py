@@ -123,8 +123,5 @@ def test_the_shipped_fraction_network_delineates_better_than_the_binary_unet(fre
     assert _paired_interval(fresh_scores, "fuzzy_dice", "binary_unet")[0] > 0
 
 
-@pytest.mark.xfail(strict=True, reason="issue 26: the shipped networks are demonstration-sized (3 epochs, base "
-                   "width 8) and lose to the threshold on fuzzy Dice (-0.075 on these images); networks of the "
-                   "30-epoch recipe must pass (then remove this mark)")
 def test_the_shipped_fraction_network_delineates_better_than_the_threshold(fresh_scores):
     assert _paired_interval(fresh_scores, "fuzzy_dice", "threshold40")[0] > 0

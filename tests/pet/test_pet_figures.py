@@ -56,9 +56,6 @@ def test_the_record_is_the_fresh_test_set_of_pet_evaluate(record):
     assert record["test_set"] == {"n_images": 500, "seed": 1}
 
 
-@pytest.mark.xfail(strict=True, reason="issue 26: the shipped networks are demonstration-sized (3 epochs, base "
-                   "width 8) and lose to the threshold on fuzzy Dice; retrained with the 30-epoch recipe they must "
-                   "pass (then remove this mark)")
 def test_the_record_keeps_the_papers_claim(record):
     assert claim_problems(record) == []
 
