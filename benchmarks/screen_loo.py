@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from dermlens.data.io import load_image
 from dermlens.evaluate.bootstrap import bootstrap_ci
+from dermlens.runtime import cpu_name
 from dermlens.screen.describe import describe_all
 from dermlens.screen.detect import DetectorConfig, detect_candidates
 from dermlens.screen.screener import ScreenConfig, Screener, square_crop
@@ -251,7 +252,7 @@ def main(argv=None) -> int:
         fit_shipped(records, table, args, manifest, detector)
     figures = {"benchmark": str(args.benchmark), "split": manifest.get("split"), "detector": detector.to_dict(),
                "recipes": recipes, "target_recall": args.target_recall,
-               "detector_seconds_per_photo": table["detect_seconds"], "cpu": fitting.cpu_name()}
+               "detector_seconds_per_photo": table["detect_seconds"], "cpu": cpu_name()}
     groups = {"all": rows}
     groups.update({f"source={s}": [r for r in rows if r["source"] == s] for s in sorted({r["source"] for r in rows})})
     groups.update({f"way={w}": [r for r in rows if r["way"] == w] for w in sorted({r["way"] for r in rows})})

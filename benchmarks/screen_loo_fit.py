@@ -3,7 +3,6 @@ patients and scored on another (a held-out cell). Nothing here sees the held-out
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
 
 import numpy as np
 from screen import hit_probability  # beside this script
@@ -11,7 +10,6 @@ from screen import hit_probability  # beside this script
 from dermlens.screen.describe import head_features as descriptor_head_features
 from dermlens.screen.score import cosine_distance_to_others, knn_distance, mixed_scores
 from dermlens.screen.ugly_duckling import DucklingRanker
-from dermlens.runtime import cpu_name
 
 UD_COMPONENTS = ("knn_embedding", "knn_descriptors", "p_malignant")
 WEIGHT_GRID = (0.0, 0.25, 0.5, 1.0)
